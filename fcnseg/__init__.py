@@ -1,0 +1,3 @@
+"""fcnseg: Fully Convolutional Networks for semantic segmentation in PyTorch."""
+
+__version__ = "0.1.0"
