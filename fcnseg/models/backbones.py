@@ -136,9 +136,7 @@ def vgg16(
     if width == 1.0:
         net = models.vgg16(weights=None)
     else:
-        cfg: list[Any] = [
-            v if v == "M" else max(1, round(v * width)) for v in models.vgg.cfgs["D"]
-        ]
+        cfg: list[Any] = [v if v == "M" else max(1, round(v * width)) for v in models.vgg.cfgs["D"]]
         net = models.VGG(models.vgg.make_layers(cfg), init_weights=True)
         c5, hidden = cfg[-2], max(1, round(4096 * width))
         net.classifier[0] = nn.Linear(c5 * 49, hidden)
@@ -279,9 +277,7 @@ def resnet50(*, mode: str = "exact", weights: BackboneWeights | None = None) -> 
     return _resnet("resnet50", models.resnet50, weights)
 
 
-def mobilenet_v3_large(
-    *, mode: str = "exact", weights: BackboneWeights | None = None
-) -> Backbone:
+def mobilenet_v3_large(*, mode: str = "exact", weights: BackboneWeights | None = None) -> Backbone:
     """MobileNetV3-Large features cut at each stride: stride4, stride8, stride16, stride32."""
     net = models.mobilenet_v3_large(weights=None)
     _load(net, weights, optional=("classifier.",), backbone="mobilenet_v3_large")

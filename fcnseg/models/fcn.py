@@ -186,11 +186,7 @@ class FCN(nn.Module):
         the new skip score layers keep their zero init, so the fused net starts out computing
         exactly what its parent did at stride 16/8. Returns the names copied.
         """
-        state = (
-            source.state_dict()
-            if isinstance(source, nn.Module)
-            else read_state_dict(source)[0]
-        )
+        state = source.state_dict() if isinstance(source, nn.Module) else read_state_dict(source)[0]
         own = self.state_dict()
         copied = [k for k, v in state.items() if k in own and own[k].shape == v.shape]
         if not any(k.startswith("backbone.") for k in copied):
@@ -216,7 +212,9 @@ def _build(
     learnable_upsampling: bool,
     init_from: nn.Module | str | Path | None,
 ) -> FCN:
-    weights = None if backbone_weights is None else load_backbone_weights(backbone_weights, backbone)
+    weights = (
+        None if backbone_weights is None else load_backbone_weights(backbone_weights, backbone)
+    )
     net = build_backbone(backbone, mode=mode, weights=weights)
     model = FCN(
         net,

@@ -237,8 +237,12 @@ def output_size(module: nn.Module, size: int) -> int:
     if g is None:
         return size
     if g.transposed:
-        return (size - 1) * g.stride - 2 * g.padding + g.dilation * (g.kernel - 1) + 1 + (
-            g.output_padding
+        return (
+            (size - 1) * g.stride
+            - 2 * g.padding
+            + g.dilation * (g.kernel - 1)
+            + 1
+            + (g.output_padding)
         )
     span = size + 2 * g.padding - g.dilation * (g.kernel - 1) - 1
     out = (-(-span // g.stride) if g.ceil_mode else span // g.stride) + 1

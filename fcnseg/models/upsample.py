@@ -28,7 +28,7 @@ def deconv_geometry(factor: int, *, half_pixel: bool | None = None) -> tuple[int
 
 
 def bilinear_kernel(size: int) -> torch.Tensor:
-    """2-D bilinear interpolation filter of ``size``×``size`` (the reference's ``upsample_filt``)."""
+    """``size``×``size`` bilinear interpolation filter (the reference's ``upsample_filt``)."""
     factor = (size + 1) // 2
     centre = factor - 1 if size % 2 == 1 else factor - 0.5
     og = torch.arange(size, dtype=torch.float64)
