@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -172,29 +173,51 @@ def _hub_cached(url: str) -> Path:
 def _check_online(url: str, timeout: float = 3.0) -> None:
     host = urlparse(url).hostname or ""
     start = time.monotonic()
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-    except OSError as err:
-        raise WeightsUnavailableError(
-            f"cannot download ImageNet weights from {url} ({err}; gave up after "
-            f"{time.monotonic() - start:.1f} s). fcnseg needs a weights file when offline: "
-            f"download {url} on a connected machine and either pass "
-            f"backbone_weights='/path/to/{os.path.basename(urlparse(url).path)}' or copy it to "
-            f"{_hub_cached(url)}."
-        ) from err
+    # ``create_connection``'s timeout does not cover the DNS lookup, which can block for tens of
+    # seconds when no name server answers; bound the whole attempt from here instead.
+    outcome: list[BaseException | None] = []
+
+    def attempt() -> None:
+        try:
+            socket.create_connection((host, 443), timeout=timeout).close()
+            outcome.append(None)
+        except BaseException as err:  # handed to the caller below
+            outcome.append(err)
+
+    worker = threading.Thread(target=attempt, name="fcnseg-check-online", daemon=True)
+    worker.start()
+    worker.join(timeout + min(timeout, 1.0))  # the socket's own timeout, plus grace
+    err = outcome[0] if outcome else TimeoutError(f"no connection to {host} within {timeout:g} s")
+    if err is None:
+        return
+    if not isinstance(err, OSError):
+        raise err
+    raise WeightsUnavailableError(
+        f"cannot download ImageNet weights from {url} ({err}; gave up after "
+        f"{time.monotonic() - start:.1f} s). fcnseg needs a weights file when offline: "
+        f"download {url} on a connected machine and either pass "
+        f"backbone_weights='/path/to/{os.path.basename(urlparse(url).path)}' or copy it to "
+        f"{_hub_cached(url)}."
+    ) from err
 
 
 def _torchvision_weights(backbone: str) -> Any:
     from torchvision import models
 
-    return {
+    releases = {
         "vgg16": models.VGG16_Weights.IMAGENET1K_V1,
         "alexnet": models.AlexNet_Weights.IMAGENET1K_V1,
         "googlenet": models.GoogLeNet_Weights.IMAGENET1K_V1,
         "resnet18": models.ResNet18_Weights.IMAGENET1K_V1,
         "resnet50": models.ResNet50_Weights.IMAGENET1K_V2,
         "mobilenet_v3_large": models.MobileNet_V3_Large_Weights.IMAGENET1K_V1,
-    }[backbone]
+    }
+    if backbone not in releases:
+        raise ValueError(
+            f"no ImageNet weights for unknown backbone {backbone!r}; choose one of "
+            f"{sorted(releases)}"
+        )
+    return releases[backbone]
 
 
 def _imagenet_preprocess(backbone: str) -> dict[str, Any]:
@@ -229,14 +252,15 @@ def load_backbone_weights(spec: str | Path, backbone: str) -> BackboneWeights:
     if metadata.get("mean") or metadata.get("input_range"):
         preprocess = Preprocess.from_dict(metadata).to_dict()
     else:
-        log.warning(
-            "%s carries no normalisation metadata; assuming torchvision's ImageNet "
-            "normalisation (0-1 range, mean %s, std %s)",
-            path,
-            IMAGENET_TORCHVISION.mean,
-            IMAGENET_TORCHVISION.std,
-        )
         preprocess = _imagenet_preprocess(backbone)
+        log.warning(
+            "%s carries no normalisation metadata; assuming torchvision's ImageNet release "
+            "for %s (0-1 range, mean %s, std %s)",
+            path,
+            backbone,
+            tuple(preprocess["mean"]),
+            tuple(preprocess["std"]),
+        )
     return BackboneWeights(
         state_dict=state, preprocess=preprocess, source=str(path), metadata=metadata
     )

@@ -23,16 +23,25 @@ log = logging.getLogger("fcnseg")
 AT_ONCE_SCALES = {"pool4": 0.01, "pool3": 0.0001}
 
 
+def _nonneg(value: int | torch.Tensor) -> int | torch.Tensor:
+    """``max(0, value)`` that stays a traced value when ``value`` is a size seen by the tracer."""
+    return value.clamp_min(0) if isinstance(value, torch.Tensor) else max(0, value)
+
+
 def crop(x: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
     """``x[..., top:top+height, left:left+width]``, replicate-padding any part outside ``x``.
 
-    Within a built FCN the geometry keeps every crop inside the map; the padding only guards
-    degenerate sizes.
+    Within a built FCN ``top``/``left`` are never negative, but the bottom/right edge can fall
+    short of the target extent by up to stride − 1 pixels where a layer drops trailing input
+    pixels (AlexNet's conv1, ResNet/MobileNet's ``2n - 1``-cell odd-kernel upsamplers, tiny
+    inputs); that strip is replicated. Under ``torch.jit.trace`` the pad is always applied with
+    its sizes recorded as data flow (no Python branch on sizes), so a traced model generalises
+    to other input sizes.
     """
     h, w = x.shape[-2], x.shape[-1]
     pad_t, pad_l = max(0, -top), max(0, -left)
-    pad_b, pad_r = max(0, top + height - h), max(0, left + width - w)
-    if pad_t or pad_l or pad_b or pad_r:
+    pad_b, pad_r = _nonneg(top + height - h), _nonneg(left + width - w)
+    if torch.jit.is_tracing() or pad_t or pad_l or pad_b or pad_r:
         x = F.pad(x, (pad_l, pad_r, pad_t, pad_b), mode="replicate")
         top, left = top + pad_t, left + pad_l
     return x[..., top : top + height, left : left + width]
@@ -154,6 +163,11 @@ class FCN(nn.Module):
         return out
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward_scores(images)["out"]
+
+    def forward_scores(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Every score map on the way, named like the reference's blobs: ``score_fr``,
+        ``upscore2`` / ``fuse_pool4``, ``upscore_pool4`` / ``fuse_pool3``, and ``out``."""
         height, width = images.shape[-2], images.shape[-1]
         x = images
         if height < self.min_size or width < self.min_size:
@@ -161,8 +175,9 @@ class FCN(nn.Module):
             x = F.pad(x, (0, max(0, self.min_size - width), 0, max(0, self.min_size - height)))
         features = self.backbone(x)
         score = self.score_fr(features[self.backbone.out])
-        for fusion, up, scorer in zip(
-            self.fusions, self.upsamplers.values(), self.scorers.values(), strict=True
+        scores = {"score_fr": score}
+        for fusion, (up_name, up), scorer in zip(
+            self.fusions, self.upsamplers.items(), self.scorers.values(), strict=True
         ):
             coarse = up(score)
             skip = features[fusion.stage]
@@ -171,12 +186,16 @@ class FCN(nn.Module):
             skip = scorer(skip)
             if fusion.offset >= 0:
                 o = fusion.offset
-                score = crop(coarse, o, o, skip.shape[-2], skip.shape[-1]) + skip
+                coarse = crop(coarse, o, o, skip.shape[-2], skip.shape[-1])
             else:
                 o = -fusion.offset
-                score = coarse + crop(skip, o, o, coarse.shape[-2], coarse.shape[-1])
+                skip = crop(skip, o, o, coarse.shape[-2], coarse.shape[-1])
+            score = coarse + skip
+            scores[up_name] = coarse
+            scores["fuse_pool4" if up_name == "upscore2" else "fuse_pool3"] = score
         out = self.upscore(score)
-        return crop(out, self.out_offset, self.out_offset, height, width)
+        scores["out"] = crop(out, self.out_offset, self.out_offset, height, width)
+        return scores
 
     @torch.no_grad()
     def init_from(self, source: nn.Module | str | Path) -> list[str]:
