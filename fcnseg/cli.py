@@ -6,6 +6,10 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fcnseg.models import FCN
 
 __all__ = ["main"]
 
@@ -18,7 +22,7 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--at-once", action="store_true", help="fcn8s: scaled skips (at-once)")
 
 
-def _model(args: argparse.Namespace):  # noqa: ANN202 (FCN, imported lazily)
+def _model(args: argparse.Namespace) -> FCN:
     from fcnseg.models import build_model
 
     kwargs = {"backbone": args.backbone, "num_classes": args.num_classes, "mode": args.mode}

@@ -77,7 +77,7 @@ def test_caffe_blob_order_keys_and_errors() -> None:
         load_caffe_weights(model, {"conv9_9.weight": torch.zeros(1)})
     wrong = dict(ref)
     wrong["score_fr.weight"] = torch.zeros(21, *ref["score_fr.weight"].shape[1:])
-    with pytest.raises(ValueError, match="score_fr.weight"):
+    with pytest.raises(ValueError, match=r"score_fr\.weight"):
         load_caffe_weights(model, wrong)
 
 
