@@ -95,9 +95,12 @@ class Preprocess(nn.Module):
         rng = value("input_range", 1.0)
         if isinstance(rng, str):  # "0-255" / "0-1"
             rng = float(rng.split("-")[-1])
+        # Without any normalisation keys, torchvision's; a mean without a std means std 1.
+        has_mean = "mean" in meta
+        default_std = (1.0, 1.0, 1.0) if has_mean else IMAGENET_TORCHVISION.std
         return cls(
             tuple(value("mean", IMAGENET_TORCHVISION.mean)),
-            tuple(value("std", IMAGENET_TORCHVISION.std)),
+            tuple(value("std", default_std)),
             input_range=float(rng),
             channel_order=str(value("channel_order", "RGB")),
         )

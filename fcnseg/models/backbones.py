@@ -103,10 +103,14 @@ def _load(
             f"{weights.source} lacks {len(required)} {backbone} tensors, e.g. {required[:5]}"
         )
     model.load_state_dict(state, strict=False)
-    absent = sorted({k.rsplit(".", 2)[0] for k in missing})
+    absent = sorted({k.split(".")[0] + ".*" for k in missing})
     if absent:
+        fc = " (fc6/fc7)" if backbone in ("vgg16", "alexnet") else ""
         log.warning(
-            "%s has no %s; those layers start from random initialisation", weights.source, absent
+            "%s has no %s tensors%s; those layers start from random initialisation",
+            weights.source,
+            ", ".join(absent),
+            fc,
         )
     log.info("loaded %d tensors from %s", len(state), weights.source)
 
