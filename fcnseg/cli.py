@@ -23,6 +23,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _model(args: argparse.Namespace) -> FCN:
+    import torch
+
     from fcnseg.models import build_model
 
     kwargs = {"backbone": args.backbone, "num_classes": args.num_classes, "mode": args.mode}
@@ -31,7 +33,9 @@ def _model(args: argparse.Namespace) -> FCN:
             raise SystemExit("fcnseg: --at-once applies to fcn8s only")
         kwargs["at_once"] = True
     try:
-        return build_model(args.model, **kwargs)
+        # Shapes and geometry only: build on the meta device (no memory, no init cost).
+        with torch.device("meta"):
+            return build_model(args.model, **kwargs)
     except ValueError as err:
         raise SystemExit(f"fcnseg: {err}") from err
 

@@ -140,15 +140,28 @@ def vgg16(
     if width == 1.0:
         net = models.vgg16(weights=None)
     else:
+        # Same layout and init as torchvision's VGG, without first building its 102M-parameter
+        # classifier only to replace it.
         cfg: list[Any] = [v if v == "M" else max(1, round(v * width)) for v in models.vgg.cfgs["D"]]
-        net = models.VGG(models.vgg.make_layers(cfg), init_weights=True)
-        c5, hidden = cfg[-2], max(1, round(4096 * width))
-        net.classifier[0] = nn.Linear(c5 * 49, hidden)
-        net.classifier[3] = nn.Linear(hidden, hidden)
-        net.classifier[6] = nn.Linear(hidden, 1000)
-        for m in (net.classifier[0], net.classifier[3], net.classifier[6]):
-            nn.init.normal_(m.weight, 0, 0.01)
-            nn.init.zeros_(m.bias)
+        hidden = max(1, round(4096 * width))
+        net = nn.Module()
+        net.features = models.vgg.make_layers(cfg)
+        net.classifier = nn.Sequential(
+            nn.Linear(cfg[-2] * 49, hidden),
+            nn.ReLU(True),
+            nn.Dropout(),
+            nn.Linear(hidden, hidden),
+            nn.ReLU(True),
+            nn.Dropout(),
+            nn.Linear(hidden, 1000),
+        )
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
     _load(net, weights, optional=("classifier.",), backbone="vgg16")
     f = net.features
     for m in f:

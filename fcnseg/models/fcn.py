@@ -170,9 +170,12 @@ class FCN(nn.Module):
         ``upscore2`` / ``fuse_pool4``, ``upscore_pool4`` / ``fuse_pool3``, and ``out``."""
         height, width = images.shape[-2], images.shape[-1]
         x = images
-        if height < self.min_size or width < self.min_size:
+        if self.min_size > 1:
             # Grow to the smallest size every layer accepts; bottom/right padding moves no grid.
-            x = F.pad(x, (0, max(0, self.min_size - width), 0, max(0, self.min_size - height)))
+            # (Sizes stay traced values under torch.jit.trace: no Python branch on them.)
+            pad_h, pad_w = _nonneg(self.min_size - height), _nonneg(self.min_size - width)
+            if torch.jit.is_tracing() or pad_h or pad_w:
+                x = F.pad(x, (0, pad_w, 0, pad_h))
         features = self.backbone(x)
         score = self.score_fr(features[self.backbone.out])
         scores = {"score_fr": score}
