@@ -210,6 +210,9 @@ def alexnet(*, mode: str = "exact", weights: BackboneWeights | None = None) -> B
     net = models.alexnet(weights=None)
     _load(net, weights, optional=("classifier.",), backbone="alexnet")
     f = net.features
+    for m in f:
+        if isinstance(m, nn.MaxPool2d):  # Caffe's pooling (as VGG16 here): no pixel dropped
+            m.ceil_mode = True
     fc6 = convolutionalize(net.classifier[1], (f[10].out_channels, 6, 6))
     fc6.padding = (3, 3)
     fc7 = convolutionalize(net.classifier[4], (4096, 1, 1))

@@ -31,11 +31,11 @@ def _nonneg(value: int | torch.Tensor) -> int | torch.Tensor:
 def crop(x: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
     """``x[..., top:top+height, left:left+width]``, replicate-padding any part outside ``x``.
 
-    Within a built FCN ``top``/``left`` are never negative, but the bottom/right edge can fall
-    short of the target extent by up to stride − 1 pixels where a layer drops trailing input
-    pixels (AlexNet's conv1, ResNet/MobileNet's ``2n - 1``-cell odd-kernel upsamplers, tiny
-    inputs); that strip is replicated. Under ``torch.jit.trace`` the pad is always applied with
-    its sizes recorded as data flow (no Python branch on sizes), so a traced model generalises
+    Within a built FCN ``top``/``left`` are never negative and the upsamplers reach as far as
+    their kernels do, so the only padding left is AlexNet's: its conv1 (11×11, stride 4, floor
+    rounding) drops up to 3 trailing pixels, whose strip is replicated. Under ``torch.jit.trace``
+    the pad is always applied with its sizes recorded as data flow (no Python branch on sizes),
+    so a traced model generalises
     to other input sizes.
     """
     h, w = x.shape[-2], x.shape[-1]
@@ -90,6 +90,10 @@ def _upsampler(
             # Less padding makes the output start earlier, so ``dst`` index 0 is covered.
             p = max(0, p + int(offset))
             layer.padding = (p, p)
+        if not caffe:
+            # Padding trims both ends; give the bottom/right end back (``output_padding``) so the
+            # output reaches as far past the last coarse cell as the kernel does.
+            layer.output_padding = (min(p, s - 1),) * 2
         grid = deconv(src, k, s, p)
         return layer, grid, int(alignment(grid, dst))
     raise ValueError(f"cannot align an upsampling of {src} onto {dst} with a bilinear kernel")
