@@ -344,9 +344,9 @@ def test_output_size_matches_forward(name: str, mode: str) -> None:
                 assert (G.output_size(backbone, n), G.output_size(backbone, n + 5)) == (h, w)
                 assert n >= min_size
     if name in ("alexnet", "googlenet"):
-        # These need a minimum input (AlexNet 63, GoogLeNet 15) so the failing path is exercised.
+        # These need a minimum input (AlexNet 35, GoogLeNet 15) so the failing path is exercised.
         assert failures == min_size - 1
-        assert min_size == {"alexnet": 63, "googlenet": 15}[name]
+        assert min_size == {"alexnet": 35, "googlenet": 15}[name]
     else:
         assert min_size == 1
         assert failures == 0
