@@ -35,8 +35,7 @@ def crop(x: torch.Tensor, top: int, left: int, height: int, width: int) -> torch
     their kernels do, so the only padding left is AlexNet's: its conv1 (11×11, stride 4, floor
     rounding) drops up to 3 trailing pixels, whose strip is replicated. Under ``torch.jit.trace``
     the pad is always applied with its sizes recorded as data flow (no Python branch on sizes),
-    so a traced model generalises
-    to other input sizes.
+    so a traced model generalises to other input sizes.
     """
     h, w = x.shape[-2], x.shape[-1]
     pad_t, pad_l = max(0, -top), max(0, -left)
