@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -65,6 +66,57 @@ def _geometry(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from fcnseg.config import ConfigError, load_config
+    from fcnseg.engine.trainer import Trainer
+
+    try:
+        cfg = load_config(args.config, args.set)
+    except ConfigError as err:
+        raise SystemExit(f"fcnseg train: {err}") from err
+    run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    if not args.resume and (run_dir / "checkpoints" / "last.safetensors").exists():
+        raise SystemExit(
+            f"fcnseg train: {run_dir} already holds a run; add --resume to continue it or "
+            "choose another -o"
+        )
+    trainer = Trainer(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
+    result = trainer.train(stop_at=args.stop_at)
+    if trainer.dist.is_main:
+        print(f"run directory: {result.run_dir}")
+        if result.metrics:
+            print(f"val mean IU {result.metrics['mean_iu']:.4f} at iteration {result.iteration}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from fcnseg.config import ConfigError
+    from fcnseg.engine.checkpoint import CheckpointError
+    from fcnseg.engine.evaluate import run_evaluation
+
+    try:
+        run_evaluation(
+            args.checkpoint,
+            config=args.config,
+            overrides=args.set,
+            split=args.split,
+            out_dir=args.out,
+            save_panels=args.save_panels,
+            device=args.device,
+            progress=not args.no_progress,
+        )
+    except (CheckpointError, ConfigError) as err:
+        raise SystemExit(f"fcnseg eval: {err}") from err
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fcnseg.demo import run_demo
+
+    run_demo(Path(args.out), iterations=args.iterations, progress=not args.no_progress)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
     parser = argparse.ArgumentParser(
@@ -79,6 +131,42 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("geometry", help="stride, offset and receptive field of every layer")
     _add_model_args(p)
     p.set_defaults(func=_geometry)
+
+    p = sub.add_parser("train", help="train from a YAML config (file or shipped name)")
+    p.add_argument("config", help="config file, or a shipped config name (fcnseg/configs)")
+    p.add_argument("-o", "--out", help="run directory (default: runs/<config name>)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in the run directory")
+    p.add_argument("--stop-at", type=int, help="stop (with a checkpoint) after this iteration")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint: the four metrics, plots")
+    p.add_argument("checkpoint", help="checkpoint file or run directory")
+    p.add_argument("--config", help="config for the data (default: the one in the checkpoint)")
+    p.add_argument("--split", default=None, help="split to evaluate (default: the val split)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("-o", "--out", help="output directory (default: beside the checkpoint)")
+    p.add_argument(
+        "--save-panels",
+        type=int,
+        default=0,
+        metavar="N",
+        help="write N image | ground truth | prediction panels",
+    )
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser(
+        "demo", help="train a small FCN-8s on generated shapes, then predict (a few minutes)"
+    )
+    p.add_argument("-o", "--out", default="fcnseg-demo", help="output directory")
+    p.add_argument("--iterations", type=int, default=None, help="override the training length")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_demo)
     return parser
 
 

@@ -1,0 +1,314 @@
+"""Experiment configuration: typed sections read from YAML, with ``--set key=value`` overrides.
+
+A config file names the experiment (model, data, training recipe); unknown keys and wrong types
+are errors that name the key. Strings may reference environment variables as ``${VAR}`` or
+``${VAR:-default}`` (e.g. ``${FCNSEG_SHARED:-../shared}/data/camvid``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "DataConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "load_config",
+    "shipped_configs",
+]
+
+
+class ConfigError(ValueError):
+    """A config problem; the message names the key (or file) and what is expected."""
+
+
+@dataclass
+class ModelConfig:
+    """Which FCN to build (see :func:`fcnseg.models.fcn8s`)."""
+
+    name: str = "fcn8s"
+    backbone: str = "vgg16"
+    backbone_weights: str | None = None
+    mode: str = "exact"
+    at_once: bool = False
+    learnable_upsampling: bool = True
+    #: A checkpoint (file or run directory) of the previous stage: 32s → 16s → 8s.
+    init_from: str | None = None
+
+
+@dataclass
+class DataConfig:
+    """Dataset, splits, augmentation and batching."""
+
+    dataset: str = "synthetic"
+    root: str | None = None
+    train_split: str = "train"
+    val_split: str = "val"
+    #: Extra keyword arguments of the dataset class (e.g. ``meta: horse`` for folder pairs).
+    options: dict[str, Any] = field(default_factory=dict)
+    #: Resize every image (and mask, nearest) to [H, W] before augmentation; null keeps sizes.
+    resize: list[int] | None = None
+    #: Random crop [H, W] (padded with the mean / ignore when smaller); null = whole images.
+    crop_size: list[int] | None = None
+    scale_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    hflip: bool = True
+    jitter: float = 0.0
+    batch_size: int = 1
+    val_batch_size: int = 1
+    num_workers: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation recipe (defaults: the paper's FCN-VGG16 with batch 1 and summed loss)."""
+
+    iterations: int = 1000
+    lr: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    bias_lr_mult: float = 2.0
+    #: "fixed", "poly" or "step".
+    schedule: str = "fixed"
+    poly_power: float = 0.9
+    step_size: int = 1000
+    step_gamma: float = 0.1
+    warmup_iters: int = 0
+    warmup_factor: float = 0.1
+    #: Gradient accumulation: micro-batches per optimiser step.
+    iter_size: int = 1
+    #: "sum" (the paper's, with tiny learning rates) or "mean".
+    loss_reduction: str = "mean"
+    #: null, "median_frequency", or an explicit list of per-class weights.
+    class_weights: str | list[float] | None = None
+    #: The paper's loss sampling (§4.3): keep each pixel's loss with this probability.
+    loss_sample_prob: float = 1.0
+    #: null, "bf16" or "fp16" (CUDA autocast).
+    amp: str | None = None
+    channels_last: bool = False
+    eval_every: int = 500
+    checkpoint_every: int = 500
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    #: Stop ("stop") or skip the step ("skip") when the loss is not finite.
+    on_nonfinite: str = "stop"
+
+
+@dataclass
+class Config:
+    """A whole experiment."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    #: Experiment name (shown in logs and stored in checkpoints).
+    name: str = "experiment"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def dump(self, path: str | Path) -> None:
+        """Write the resolved config as YAML."""
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str | None = None) -> Config:
+        """Build and type-check a config from a raw mapping (``source`` prefixes errors)."""
+        try:
+            return _build(cls, data, "config")
+        except ConfigError as err:
+            raise ConfigError(f"{source}: {err}" if source else str(err)) from err
+
+
+_ENV = re.compile(r"\$\{(\w+)(?::-([^}]*))?\}")
+
+
+def _expand(value: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        return os.environ.get(m.group(1), m.group(2) if m.group(2) is not None else "")
+
+    return _ENV.sub(sub, value)
+
+
+def _check_type(value: Any, hint: Any, key: str) -> Any:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(hint):
+            try:
+                return _check_type(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{key}: {value!r} is not {_type_name(hint)}")
+    if hint is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{key}: expected null, got {value!r}")
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = typing.get_args(hint) or (Any,)
+        return [_check_type(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return _expand(value)
+    raise ConfigError(f"{key}: unsupported type {hint}")  # pragma: no cover
+
+
+def _type_name(hint: Any) -> str:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    names = ["null"] if type(None) in typing.get_args(hint) else []
+    names += [getattr(a, "__name__", str(a)) for a in args]
+    return " or ".join(names)
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{prefix}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
+    kwargs = {}
+    for key, value in data.items():
+        hint = hints[key]
+        path = f"{prefix}.{key}" if prefix != "config" else key
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, path)
+        else:
+            kwargs[key] = _check_type(value, hint, path)
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config, source: str) -> Config:
+    choices = {
+        "model.name": (cfg.model.name, ("fcn32s", "fcn16s", "fcn8s")),
+        "model.mode": (cfg.model.mode, ("exact", "caffe")),
+        "train.schedule": (cfg.train.schedule, ("fixed", "poly", "step")),
+        "train.loss_reduction": (cfg.train.loss_reduction, ("mean", "sum")),
+        "train.amp": (cfg.train.amp, (None, "bf16", "fp16")),
+        "train.on_nonfinite": (cfg.train.on_nonfinite, ("stop", "skip")),
+    }
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ConfigError(f"{source}: {key} = {value!r}; choose one of {list(allowed)}")
+    if cfg.model.at_once and cfg.model.name != "fcn8s":
+        raise ConfigError(f"{source}: model.at_once applies to fcn8s only")
+    if isinstance(cfg.train.class_weights, str) and cfg.train.class_weights != "median_frequency":
+        raise ConfigError(
+            f"{source}: train.class_weights must be null, 'median_frequency' or a list of numbers"
+        )
+    positive = {
+        "train.iterations": cfg.train.iterations,
+        "train.iter_size": cfg.train.iter_size,
+        "data.batch_size": cfg.data.batch_size,
+        "data.val_batch_size": cfg.data.val_batch_size,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{source}: {key} must be >= 1, got {value}")
+    if not 0 < cfg.train.loss_sample_prob <= 1:
+        raise ConfigError(f"{source}: train.loss_sample_prob must be in (0, 1]")
+    for key in ("resize", "crop_size"):
+        value = getattr(cfg.data, key)
+        if value is not None and (len(value) != 2 or min(value) < 1):
+            raise ConfigError(f"{source}: data.{key} must be [height, width], got {value}")
+    return cfg
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.lr=0.001")
+    key, raw = item.split("=", 1)
+    try:
+        value = yaml.safe_load(raw) if raw != "" else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key}: cannot parse {raw!r}: {err}") from err
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` overrides (values parsed as YAML) to a raw config mapping."""
+    for item in overrides:
+        keys, value = _parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {k} is not a section")
+        node[keys[-1]] = value
+    return data
+
+
+def shipped_configs() -> dict[str, Path]:
+    """Configs shipped in ``fcnseg/configs`` by name (file stem)."""
+    folder = resources.files("fcnseg") / "configs"
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """A config file path, or the name of a shipped config."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    shipped = shipped_configs()
+    name = p.name.removesuffix(".yaml")
+    if name in shipped:
+        return shipped[name]
+    raise ConfigError(
+        f"config {path} not found (neither a file nor a shipped config: {sorted(shipped)})"
+    )
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (file or shipped name), apply ``--set`` overrides, validate."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        file = resolve_config_path(path)
+        source = str(file)
+        try:
+            loaded = yaml.safe_load(file.read_text())
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{file}: not valid YAML: {err}") from err
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"{file}: expected a mapping at the top level")
+        data = loaded or {}
+    data = apply_overrides(data, overrides or [])
+    try:
+        cfg = Config.from_dict(data)
+    except ConfigError as err:
+        raise ConfigError(f"{source}: {err}") from err
+    return _validate(cfg, source)

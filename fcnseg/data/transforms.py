@@ -1,0 +1,249 @@
+"""Joint image/mask transforms and batching, built on ``torchvision.transforms.v2``.
+
+Datasets yield ``(tv_tensors.Image uint8 3×H×W, tv_tensors.Mask int64 H×W)``; v2 dispatches every
+op on the tensor type, so one pipeline moves image and mask together, resamples masks with nearest
+neighbours only and leaves them untouched by photometric ops. The output is plain tensors: the image
+float32 in [0, 1] (normalisation is the model's ``preprocess``), the mask int64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
+
+from fcnseg.data.base import IGNORE_INDEX
+
+__all__ = [
+    "PadCollate",
+    "RandomScale",
+    "SegmentationTransforms",
+    "eval_transforms",
+    "fill_from_preprocess",
+    "pad_collate",
+    "train_transforms",
+]
+
+
+class RandomScale(v2.Transform):
+    """Resize by a factor drawn uniformly from ``scale_range``, relative to the input's own size.
+
+    Written by hand because v2 has no such op: ``RandomResize`` draws an absolute shorter-side
+    length and ``ScaleJitter`` scales relative to a fixed ``target_size``, neither of which is
+    "0.5–2× this image". The resampling itself is v2's ``F.resize``: images bilinear with
+    antialiasing, masks ``NEAREST_EXACT``. Nearest-exact samples the source pixel whose centre is
+    nearest (``floor((i + 0.5) / s)``), the same pixel-centre convention as bilinear, whereas legacy
+    ``NEAREST`` (``floor(i / s)``) shifts labels by up to half a source pixel against the image.
+    """
+
+    def __init__(self, scale_range: tuple[float, float]) -> None:
+        super().__init__()
+        lo, hi = (float(s) for s in scale_range)
+        if not 0 < lo <= hi:
+            raise ValueError(f"scale_range must satisfy 0 < min <= max, got {scale_range}")
+        self.scale_range = (lo, hi)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = v2.query_size(flat_inputs)
+        lo, hi = self.scale_range
+        scale = lo + float(torch.rand(())) * (hi - lo)  # torch's RNG: seeded like the rest of v2
+        return {"size": [max(1, round(height * scale)), max(1, round(width * scale))]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask):
+            return F.resize(inpt, params["size"], interpolation=v2.InterpolationMode.NEAREST_EXACT)
+        return self._call_kernel(
+            F.resize,
+            inpt,
+            params["size"],
+            interpolation=v2.InterpolationMode.BILINEAR,
+            antialias=True,
+        )
+
+    def extra_repr(self) -> str:
+        return f"scale_range={self.scale_range}"
+
+
+def _as_pair(image: Any, mask: Any) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+    """Wrap PIL/ndarray/plain-tensor inputs as ``Image``/``Mask`` so v2 dispatches correctly."""
+    if not isinstance(image, tv_tensors.Image):
+        image = F.to_image(image)  # PIL, H×W×C ndarray or C×H×W tensor
+    if not isinstance(mask, tv_tensors.Mask):
+        if not torch.is_tensor(mask):  # PIL image or ndarray
+            mask = torch.from_numpy(np.array(mask))
+        mask = tv_tensors.Mask(mask)
+    if mask.dtype != torch.int64:
+        mask = tv_tensors.Mask(mask.to(torch.int64))
+    if image.ndim != 3 or mask.ndim != 2 or tuple(image.shape[-2:]) != tuple(mask.shape):
+        raise ValueError(
+            f"expected a C×H×W image and an H×W mask of the same size, got image "
+            f"{tuple(image.shape)} and mask {tuple(mask.shape)}"
+        )
+    return image, mask
+
+
+class SegmentationTransforms:
+    """``(image, mask) -> (float32 3×H×W tensor in [0, 1], int64 H×W tensor)`` via a v2 pipeline.
+
+    Picklable (DataLoader workers); randomness comes from torch's global RNG, so
+    ``torch.manual_seed`` (and the DataLoader's per-worker seeding) makes it reproducible.
+    """
+
+    def __init__(self, ops: Sequence[v2.Transform], *, quantise_float: bool = False) -> None:
+        self.pipeline = v2.Compose(
+            [
+                *ops,
+                # ``scale`` applies to images only: masks keep their label values.
+                v2.ToDtype(
+                    {tv_tensors.Image: torch.float32, tv_tensors.Mask: torch.int64, "others": None},
+                    scale=True,
+                ),
+                v2.ToPureTensor(),
+            ]
+        )
+        # Geometry runs on uint8 so that the integer ``fill`` means what it says; float inputs
+        # are quantised first (at most 0.5/255 error, irrelevant for augmentation).
+        self.quantise_float = quantise_float
+
+    def __call__(self, image: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = _as_pair(image, mask)
+        if self.quantise_float and image.is_floating_point():
+            image = F.to_dtype(image, torch.uint8, scale=True)
+        out_image, out_mask = self.pipeline(image, mask)
+        return out_image, out_mask
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.pipeline})"
+
+
+def train_transforms(
+    *,
+    crop_size: tuple[int, int] | None,
+    scale_range: tuple[float, float] | None = (0.5, 2.0),
+    hflip: bool = True,
+    jitter: float = 0.0,
+    fill: tuple[int, int, int] = (0, 0, 0),
+    ignore_index: int = IGNORE_INDEX,
+) -> SegmentationTransforms:
+    """Training augmentation: jitter, random scale, random crop (padding if needed), flip.
+
+    Args:
+        crop_size: ``(height, width)`` of the output, or ``None`` for no crop (variable sizes;
+            batch them with :func:`pad_collate`). Images smaller than the crop are padded, the
+            image with ``fill`` and the mask with ``ignore_index``, then cropped at random.
+        scale_range: resize factors drawn uniformly (``None`` or ``(1, 1)``: no scaling).
+        hflip: random horizontal flip with probability 0.5.
+        jitter: brightness/contrast/saturation strength (factors in ``[1 − jitter, 1 + jitter]``);
+            0 switches it off. Image only.
+        fill: padding colour in 0–255 RGB; use :func:`fill_from_preprocess` so that padding is
+            zero after the model's normalisation.
+        ignore_index: the mask's padding label.
+
+    Jitter runs first, not last: applied after padding it would recolour the ``fill`` border
+    (brightness scales it) and contrast would average over padding.
+    """
+    if len(fill) != 3:
+        raise ValueError(f"fill must be an RGB triple in 0–255, got {fill}")
+    if jitter < 0:
+        raise ValueError(f"jitter must be >= 0, got {jitter}")
+    ops: list[v2.Transform] = []
+    if jitter > 0:
+        ops.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
+    if scale_range is not None and tuple(scale_range) != (1.0, 1.0):
+        ops.append(RandomScale(scale_range))
+    if crop_size is not None:
+        ops.append(
+            v2.RandomCrop(
+                tuple(crop_size),
+                pad_if_needed=True,
+                fill={tv_tensors.Image: tuple(int(c) for c in fill), tv_tensors.Mask: ignore_index},
+            )
+        )
+    if hflip:
+        ops.append(v2.RandomHorizontalFlip(p=0.5))
+    return SegmentationTransforms(ops, quantise_float=True)
+
+
+def eval_transforms() -> SegmentationTransforms:
+    """No geometry change: the image to float32 in [0, 1], the mask to int64 plain tensors."""
+    return SegmentationTransforms([])
+
+
+def fill_from_preprocess(preprocess: Any) -> tuple[int, int, int]:
+    """The RGB colour (0–255 ints) that ``preprocess`` maps to zero: its mean, in image units.
+
+    ``preprocess`` is a :class:`~fcnseg.weights.Preprocess` or its ``to_dict()`` form. E.g. Caffe
+    VGG (mean 123.68, 116.779, 103.939 at ``input_range`` 255) gives ``(124, 117, 104)``;
+    torchvision's ImageNet mean (0.485, 0.456, 0.406 at range 1) gives ``(124, 116, 104)``. A BGR
+    mean is reordered to RGB. The std does not matter: zero stays zero.
+    """
+    if isinstance(preprocess, Mapping):
+        mean, input_range = preprocess["mean"], preprocess.get("input_range", 1.0)
+        order = preprocess.get("channel_order", "RGB")
+    else:
+        mean, input_range = preprocess.mean, preprocess.input_range
+        order = getattr(preprocess, "channel_order", "RGB")
+    rgb = list(mean)[::-1] if order == "BGR" else list(mean)
+    scale = 255.0 / float(input_range)
+    r, g, b = (min(255, max(0, round(float(m) * scale))) for m in rgb)
+    return r, g, b
+
+
+class PadCollate:
+    """Collate ``(image, mask)`` pairs of mixed sizes: pad bottom/right to the batch maximum.
+
+    Images (float C×H×W in [0, 1]; uint8 is scaled) are padded with ``fill`` (RGB in [0, 1]),
+    masks with ``ignore_index``. Returns ``(N×C×H×W float32, N×H×W int64)`` plain tensors.
+    """
+
+    def __init__(
+        self,
+        *,
+        ignore_index: int = IGNORE_INDEX,
+        fill: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    ) -> None:
+        self.ignore_index = int(ignore_index)
+        self.fill = tuple(float(c) for c in fill)
+
+    def __call__(self, batch: Sequence[tuple[Any, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(batch) == 0:
+            raise ValueError("cannot collate an empty batch")
+        images = [torch.as_tensor(item[0]).as_subclass(torch.Tensor) for item in batch]
+        masks = [torch.as_tensor(item[1]).as_subclass(torch.Tensor) for item in batch]
+        images = [F.to_dtype(im, torch.float32, scale=True) for im in images]
+        height = max(m.shape[-2] for m in masks)
+        width = max(m.shape[-1] for m in masks)
+        channels = images[0].shape[0]
+        if len(self.fill) != channels:
+            raise ValueError(f"fill has {len(self.fill)} values for {channels}-channel images")
+        out_images = torch.empty(len(batch), channels, height, width, dtype=torch.float32)
+        out_images.copy_(torch.tensor(self.fill).view(1, channels, 1, 1).expand_as(out_images))
+        out_masks = torch.full((len(batch), height, width), self.ignore_index, dtype=torch.int64)
+        for i, (image, mask) in enumerate(zip(images, masks, strict=True)):
+            h, w = mask.shape[-2:]
+            if tuple(image.shape) != (channels, h, w):
+                raise ValueError(
+                    f"sample {i}: image {tuple(image.shape)} does not match "
+                    f"mask {tuple(mask.shape)}"
+                )
+            out_images[i, :, :h, :w] = image
+            out_masks[i, :h, :w] = mask
+        return out_images, out_masks
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(ignore_index={self.ignore_index}, fill={self.fill})"
+
+
+def pad_collate(
+    batch: Sequence[tuple[Any, Any]],
+    *,
+    ignore_index: int = IGNORE_INDEX,
+    fill: tuple[float, float, float] = (0.0, 0.0, 0.0),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Functional form of :class:`PadCollate`; bind options with ``functools.partial``."""
+    return PadCollate(ignore_index=ignore_index, fill=fill)(batch)

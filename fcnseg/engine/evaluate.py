@@ -1,0 +1,193 @@
+"""Evaluation: one confusion matrix over the whole split, the paper's four metrics, reports."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from fcnseg.metrics import ConfusionMatrix
+
+__all__ = ["autocast", "evaluate", "format_metrics", "write_report"]
+
+
+def autocast(device: torch.device, amp: str | None) -> contextlib.AbstractContextManager:
+    """Mixed precision on CUDA (``"bf16"``/``"fp16"``); a no-op otherwise."""
+    if amp is None or device.type != "cuda":
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: DataLoader,
+    *,
+    num_classes: int,
+    ignore_index: int,
+    device: torch.device,
+    amp: str | None = None,
+    channels_last: bool = False,
+    progress: bool = True,
+    keep: int = 0,
+) -> tuple[ConfusionMatrix, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+    """Predict every batch of ``loader`` and accumulate one confusion matrix (all-reduced
+    across processes when distributed). Also returns the first ``keep`` (image, target,
+    prediction) triples for panels."""
+    net = getattr(model, "module", model)
+    was_training = model.training
+    model.eval()
+    matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
+    kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    for images, masks in tqdm(loader, desc="eval", leave=False, disable=not progress):
+        images = images.to(device, non_blocking=True)
+        masks = masks.to(device, non_blocking=True)
+        x = net.preprocess(images)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            logits = model(x)
+        pred = logits.argmax(1)
+        matrix.update(pred, masks)
+        for i in range(min(keep - len(kept), len(images))):
+            kept.append((images[i].cpu(), masks[i].cpu(), pred[i].cpu()))
+    matrix.all_reduce()
+    model.train(was_training)
+    return matrix, kept
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """A small text table: the four metrics, then per-class IoU."""
+    lines = [
+        f"pixel acc {metrics['pixel_acc']:.4f}   mean acc {metrics['mean_acc']:.4f}   "
+        f"mean IU {metrics['mean_iu']:.4f}   fw IU {metrics['fw_iu']:.4f}",
+        "",
+        f"{'class':<20} {'IoU':>7} {'acc':>7}",
+    ]
+    per_acc = metrics.get("per_class_acc", {})
+    for name, iu in metrics["per_class_iu"].items():
+        acc = per_acc.get(name) if isinstance(per_acc, dict) else None
+        iu_s = "   –" if iu is None or iu != iu else f"{iu:7.4f}"
+        acc_s = "   –" if acc is None or acc != acc else f"{acc:7.4f}"
+        lines.append(f"{name:<20} {iu_s:>7} {acc_s:>7}")
+    return "\n".join(lines)
+
+
+def write_report(
+    out_dir: str | Path,
+    matrix: ConfusionMatrix,
+    class_names: list[str],
+    *,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """``metrics.json`` + confusion-matrix and per-class IoU plots in ``out_dir``."""
+    from fcnseg.viz import plot_confusion, plot_per_class_iou
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = matrix.compute(class_names)
+    payload = {**metrics, **(extra or {})}
+    (out / "metrics.json").write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
+    plot_confusion(out / "confusion.png", matrix.matrix.cpu().numpy(), class_names)
+    iu = {k: (0.0 if v is None or v != v else float(v)) for k, v in metrics["per_class_iu"].items()}
+    plot_per_class_iou(out / "per_class_iou.png", iu)
+    return metrics
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return _jsonable(value.tolist())
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def run_evaluation(
+    checkpoint: str | Path,
+    *,
+    config: str | Path | None = None,
+    overrides: list[str] | None = None,
+    split: str | None = None,
+    out_dir: str | Path | None = None,
+    save_panels: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """``fcnseg eval``: evaluate a checkpoint on a split of the data its config names.
+
+    Works under torchrun (each process evaluates a shard; the confusion matrices are summed).
+    Writes ``metrics.json``, ``confusion.png``, ``per_class_iou.png`` (and panels) to
+    ``out_dir`` and prints the metrics table.
+    """
+    import yaml
+
+    from fcnseg.config import Config, apply_overrides, load_config
+    from fcnseg.data.transforms import PadCollate, fill_from_preprocess
+    from fcnseg.engine.checkpoint import load_checkpoint
+    from fcnseg.engine.distributed import setup
+    from fcnseg.engine.loaders import ShardSampler, make_loader
+    from fcnseg.engine.trainer import dataset_for_eval
+
+    dist, dev = setup(device)
+    ckpt = load_checkpoint(checkpoint)
+    if config is not None:
+        cfg = load_config(config, overrides)
+    else:
+        raw = apply_overrides(yaml.safe_load(yaml.safe_dump(ckpt.config)) or {}, overrides or [])
+        cfg = Config.from_dict(raw, source=f"config stored in {ckpt.path}")
+    split = split or cfg.data.val_split
+    dataset = dataset_for_eval(cfg, split)
+    model = ckpt.build_model().to(dev)
+    if list(dataset.classes) != list(ckpt.classes):
+        raise ValueError(
+            f"{ckpt.path} was trained on classes {ckpt.classes}, the data has {dataset.classes}"
+        )
+    fill = tuple(c / 255 for c in fill_from_preprocess(model.preprocess))
+    loader = make_loader(
+        dataset,
+        batch_size=cfg.data.val_batch_size,
+        sampler=ShardSampler(len(dataset), rank=dist.rank, world_size=dist.world_size),
+        collate=PadCollate(ignore_index=ckpt.ignore_index, fill=fill),
+        num_workers=cfg.data.num_workers,
+        device=dev,
+    )
+    matrix, kept = evaluate(
+        model,
+        loader,
+        num_classes=len(ckpt.classes),
+        ignore_index=ckpt.ignore_index,
+        device=dev,
+        amp=cfg.train.amp,
+        progress=progress and dist.is_main,
+        keep=save_panels,
+    )
+    out = Path(out_dir) if out_dir else ckpt.path.parent / f"eval-{split}"
+    if not dist.is_main:
+        return matrix.compute(ckpt.classes)
+    metrics = write_report(
+        out,
+        matrix,
+        ckpt.classes,
+        extra={"checkpoint": str(ckpt.path), "split": split, "images": len(dataset)},
+    )
+    if kept:
+        from fcnseg.viz import save_panels as write_panels
+
+        rows = [
+            ((img * 255).round().byte().permute(1, 2, 0).numpy(), gt.numpy(), pred.numpy())
+            for img, gt, pred in kept
+        ]
+        write_panels(out / "panels.png", rows, ckpt.palette, ckpt.classes)
+    print(format_metrics(metrics))
+    print(f"\nwrote {out}/metrics.json, confusion.png, per_class_iou.png")
+    return metrics
