@@ -61,22 +61,23 @@ class ConfusionMatrix:
         device = self.matrix.device
         target = target.to(device=device, dtype=torch.int64).reshape(-1)
         pred = pred.to(device=device, dtype=torch.int64).reshape(-1)
-        valid = target != self.ignore_index
-        target, pred = target[valid], pred[valid]
         if target.numel() == 0:
             return
-        # One reduction for all four range checks (a single host sync per batch).
-        bad = ((target < 0) | (target >= self.num_classes)).sum() + (
-            (pred < 0) | (pred >= self.num_classes)
-        ).sum()
-        if bad.item():
+        valid = target != self.ignore_index
+        # Range checks with one host sync: min/max of the labels at counted pixels.
+        t_lo, t_hi, p_lo, p_hi = torch.stack(
+            [*torch.where(valid, target, 0).aminmax(), *torch.where(valid, pred, 0).aminmax()]
+        ).tolist()
+        c = self.num_classes
+        if min(t_lo, p_lo) < 0 or max(t_hi, p_hi) >= c:
             raise ValueError(
-                f"labels outside [0, {self.num_classes}) (and not ignore_index "
-                f"{self.ignore_index}): targets in [{int(target.min())}, {int(target.max())}], "
-                f"predictions in [{int(pred.min())}, {int(pred.max())}]"
+                f"labels outside [0, {c}) (and not ignore_index {self.ignore_index}): targets "
+                f"in [{t_lo}, {t_hi}], predictions in [{p_lo}, {p_hi}]"
             )
-        counts = torch.bincount(target * self.num_classes + pred, minlength=self.num_classes**2)
-        self.matrix += counts.view(self.num_classes, self.num_classes)
+        # Ignored pixels go to an extra bin (cheaper than boolean indexing), then dropped.
+        index = torch.where(valid, target * c + pred, c * c)
+        counts = torch.bincount(index, minlength=c * c + 1)[: c * c]
+        self.matrix += counts.view(c, c)
 
     def reset(self) -> None:
         """Zero all counts."""
@@ -86,7 +87,8 @@ class ConfusionMatrix:
         """Add ``other``'s counts into this one (e.g. from another worker); returns ``self``."""
         if other.num_classes != self.num_classes:
             raise ValueError(
-                f"cannot merge a {other.num_classes}-class matrix into a {self.num_classes}-class one"
+                f"cannot merge a {other.num_classes}-class matrix into a "
+                f"{self.num_classes}-class one"
             )
         self.matrix += other.matrix.to(self.matrix.device)
         return self
@@ -121,9 +123,7 @@ class ConfusionMatrix:
         ``class_names`` is given, else lists indexed by class.
         """
         if class_names is not None and len(class_names) != self.num_classes:
-            raise ValueError(
-                f"{len(class_names)} class names given for {self.num_classes} classes"
-            )
+            raise ValueError(f"{len(class_names)} class names given for {self.num_classes} classes")
         n = self.matrix.detach().to("cpu", torch.float64)
         tp = n.diagonal()
         gt = n.sum(1)  # t_i

@@ -1,4 +1,4 @@
-"""What every fcnseg dataset is: (image, mask) pairs with class names, a palette and an ignore label."""
+"""What every fcnseg dataset is: (image, mask) pairs, class names, a palette, an ignore label."""
 
 from __future__ import annotations
 

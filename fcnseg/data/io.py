@@ -29,7 +29,7 @@ import torch
 from PIL import Image, ImageOps
 from torchvision import tv_tensors
 
-from fcnseg.data.base import IGNORE_INDEX, DataError
+from fcnseg.data.base import DataError
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -123,12 +123,23 @@ def _open(path: PathLike, what: str, max_pixels: int | None) -> Iterator[Image.I
     except Image.UnidentifiedImageError:
         raise DataError(f"{what} file {path} is not an image PIL can read") from None
     except Image.DecompressionBombError as exc:
-        raise DataError(f"{what} file {path} is too large (decompression-bomb guard): {exc}") from None
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError, EOFError, ...
-        reason = str(exc) or type(exc).__name__
-        if "truncated" in reason:
-            reason = f"the file is truncated ({reason})"
-        raise DataError(f"cannot decode {what} file {path}: {reason}") from exc
+        raise DataError(
+            f"{what} file {path} is too large for max_pixels={limit:,} (PIL's decompression-bomb "
+            f"guard: {exc}); raise max_pixels if the file is trusted"
+        ) from None
+    except OSError as exc:
+        if exc.errno is not None:  # the OS refused (permissions, I/O error), not the decoder
+            raise DataError(f"cannot read {what} file {path}: {exc.strerror or exc}") from exc
+        raise _decode_error(what, path, exc) from exc
+    except Exception as exc:  # PIL also raises SyntaxError, ValueError, EOFError, struct.error
+        raise _decode_error(what, path, exc) from exc
+
+
+def _decode_error(what: str, path: Path, exc: Exception) -> DataError:
+    reason = str(exc) or type(exc).__name__
+    if "truncated" in reason:
+        reason = f"the file is truncated ({reason})"
+    return DataError(f"cannot decode {what} file {path}: {reason}")
 
 
 def _sixteen_to_eight(array: np.ndarray) -> np.ndarray:
@@ -143,8 +154,8 @@ def read_image(path: PathLike, *, max_pixels: int | None = None) -> tv_tensors.I
     composited); 16-bit grey (``I;16*``) scaled by its bit depth, ``round(v · 255 / 65535)``; 32-bit
     ``I`` is treated as 16-bit when its values lie in 0..65535 (how PIL opens some 16-bit files),
     otherwise rejected, as are float (``F``) images — there is no faithful 8-bit rendering. A
-    16-bit image whose data use fewer bits (e.g. 12-bit microscopy) therefore comes out dark; stretch
-    such data before training. ``max_pixels``: see the module docstring.
+    16-bit image whose data use fewer bits (e.g. 12-bit microscopy) therefore comes out dark;
+    stretch such data before training. ``max_pixels``: see the module docstring.
     """
     with _open(path, "image", max_pixels) as im:
         mode = im.mode
@@ -222,7 +233,9 @@ def colors_to_indices(
         color, index = (_as_color(a), int(b)) if isinstance(palette, Mapping) else (_as_color(b), a)
         key = (color[0] << 16) | (color[1] << 8) | color[2]
         if table.get(key, index) != index:
-            raise ValueError(f"palette colour {color} is given for indices {table[key]} and {index}")
+            raise ValueError(
+                f"palette colour {color} is given for indices {table[key]} and {index}"
+            )
         table.setdefault(key, index)
     channels = rgb[..., :3].astype(np.int64)
     keys = (channels[..., 0] << 16) | (channels[..., 1] << 8) | channels[..., 2]
@@ -238,7 +251,7 @@ def colors_to_indices(
 
 
 class LabelMap:
-    """Raw mask value → class index, as a lookup table; unlisted raw values raise :class:`DataError`.
+    """Raw mask value → class index (a lookup table); unlisted raw values raise :class:`DataError`.
 
     Datasets use it for the explicit remaps (CamVid void 11 → 255, Cityscapes labelId → trainId,
     ADE20K ``k → k-1``, ISBI 0/255 → 0/1), so an unexpected raw value is reported as such rather
@@ -300,7 +313,9 @@ def check_pair(
         bad &= mask != ignore_index
     if bool(bad.any()):
         values = torch.unique(mask[bad]).tolist()
-        allowed = f"0..{num_classes - 1}" + (f" or {ignore_index}" if ignore_index is not None else "")
+        allowed = f"0..{num_classes - 1}" + (
+            f" or {ignore_index}" if ignore_index is not None else ""
+        )
         raise DataError(
             f"mask file {mask_path} has labels {format_values(values)} outside the allowed "
             f"{allowed} ({int(bad.sum())} pixels; num_classes={num_classes})"
@@ -323,7 +338,3 @@ def read_id_list(path: PathLike, what: str = "split list") -> list[str]:
         if fields:
             ids.setdefault(fields[0], None)
     return list(ids)
-
-
-#: Default ignore label re-exported for dataset modules.
-IGNORE = IGNORE_INDEX

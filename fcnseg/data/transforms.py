@@ -127,7 +127,7 @@ def train_transforms(
     scale_range: tuple[float, float] | None = (0.5, 2.0),
     hflip: bool = True,
     jitter: float = 0.0,
-    fill: tuple[int, int, int] = (0, 0, 0),
+    fill: tuple[int, int, int],
     ignore_index: int = IGNORE_INDEX,
 ) -> SegmentationTransforms:
     """Training augmentation: jitter, random scale, random crop (padding if needed), flip.
@@ -140,8 +140,8 @@ def train_transforms(
         hflip: random horizontal flip with probability 0.5.
         jitter: brightness/contrast/saturation strength (factors in ``[1 − jitter, 1 + jitter]``);
             0 switches it off. Image only.
-        fill: padding colour in 0–255 RGB; use :func:`fill_from_preprocess` so that padding is
-            zero after the model's normalisation.
+        fill: padding colour in 0–255 RGB (required: padding should be the colour the model
+            normalises to zero, see :func:`fill_from_preprocess`).
         ignore_index: the mask's padding label.
 
     Jitter runs first, not last: applied after padding it would recolour the ``fill`` border

@@ -163,7 +163,9 @@ class Trainer:
         self.val_set.transforms = Resized(d.resize, plain) if d.resize else plain
         self.collate = PadCollate(ignore_index=self.ignore_index, fill=tuple(c / 255 for c in fill))
 
-        if self.dist.enabled and any(isinstance(m, nn.BatchNorm2d) for m in self.model.modules()):
+        has_bn = any(isinstance(m, nn.BatchNorm2d) for m in self.model.modules())
+        if self.dist.enabled and has_bn and self.device.type == "cuda":
+            # SyncBatchNorm runs on GPUs only; CPU (gloo) processes keep per-process statistics.
             self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
         if cfg.train.channels_last:

@@ -1,0 +1,378 @@
+"""Image/mask file pairs: the shared machinery of file datasets, and :class:`FolderPairs`.
+
+:class:`FolderPairs` reads any "images folder + masks folder, paired by file stem" data set, with
+class names, palette, ignore label and an optional raw-value remap from a small YAML file
+(``meta=``). Two ship with fcnseg (``fcnseg/data/meta/``): ``"horse"`` (Weizmann Horse) and
+``"isbi2012"`` (ISBI 2012 EM membranes).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+import yaml
+from torchvision import tv_tensors
+
+from fcnseg.data.base import IGNORE_INDEX, DataError, SegmentationDataset, Transform, as_mask
+from fcnseg.data.io import (
+    IMAGE_EXTENSIONS,
+    MASK_EXTENSIONS,
+    LabelMap,
+    PathLike,
+    check_pair,
+    format_values,
+    read_id_list,
+    read_image,
+    read_mask,
+)
+from fcnseg.data.palettes import Palette, default_palette
+
+__all__ = [
+    "FolderMeta",
+    "FolderPairs",
+    "PairedFileDataset",
+    "Sample",
+    "available_meta",
+    "check_samples",
+    "load_meta",
+    "natural_key",
+    "pair_by_stem",
+    "require_root",
+    "scan_stems",
+]
+
+_LOSSY = (".jpg", ".jpeg")
+
+
+class Sample(NamedTuple):
+    """One dataset entry: its id (file stem) and the two files."""
+
+    id: str
+    image: Path
+    mask: Path
+
+
+def natural_key(text: str) -> tuple[Any, ...]:
+    """Sort key that orders ``"2" < "10"`` (digit runs compared as numbers)."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", text))
+
+
+def require_root(root: PathLike | None, dataset: str) -> Path:
+    """``root`` as a ``Path``; :class:`DataError` if it is missing or not a folder."""
+    if root is None:
+        raise DataError(f"{dataset} needs a root folder (root=None was given)")
+    path = Path(root).expanduser()
+    if not path.is_dir():
+        raise DataError(f"{dataset} root {path} is not an existing folder")
+    return path
+
+
+def scan_stems(folder: Path, extensions: Sequence[str], what: str) -> dict[str, Path]:
+    """``{stem: file}`` for the files in ``folder`` with one of ``extensions`` (case-insensitive;
+    hidden files skipped). Two files with one stem (``a.jpg`` and ``a.png``) are an error."""
+    if not folder.is_dir():
+        raise DataError(f"{what} folder {folder} does not exist")
+    found: dict[str, Path] = {}
+    clashes: list[str] = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in extensions or not path.is_file():
+            continue
+        if path.stem in found:
+            clashes.append(f"{found[path.stem].name} / {path.name}")
+        found[path.stem] = path
+    if clashes:
+        raise DataError(f"{what} folder {folder} has several files per stem: {clashes[:5]}")
+    return found
+
+
+def check_samples(samples: Sequence[Sample], source: PathLike) -> list[Sample]:
+    """Raise :class:`DataError` (naming ``source``, the list file or folder) if ``samples`` is
+    empty or names files that do not exist; the message lists (a few of) the missing ids."""
+    if not samples:
+        raise DataError(f"split is empty: {source} lists no samples")
+    no_image = [s for s in samples if not s.image.is_file()]
+    no_mask = [s for s in samples if not s.mask.is_file()]
+    problems = []
+    if no_image:
+        ids = format_values([s.id for s in no_image])
+        problems.append(f"{len(no_image)} without an image in {no_image[0].image.parent}: {ids}")
+    if no_mask:
+        ids = format_values([s.id for s in no_mask])
+        problems.append(f"{len(no_mask)} without a mask in {no_mask[0].mask.parent}: {ids}")
+    if problems:
+        raise DataError(f"{source} names missing files — " + "; ".join(problems))
+    return list(samples)
+
+
+def pair_by_stem(
+    image_dir: Path,
+    mask_dir: Path,
+    *,
+    ids: Iterable[str] | None = None,
+    source: PathLike | None = None,
+    image_extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    mask_extensions: Sequence[str] = MASK_EXTENSIONS,
+) -> list[Sample]:
+    """Pair the files of two folders by stem, in natural order of the stems.
+
+    Without ``ids`` every file must have its partner (else :class:`DataError` listing the
+    unmatched stems). With ``ids`` (from list file ``source``) only those are taken, and each must
+    have both files (else the missing ids are listed).
+    """
+    images = scan_stems(image_dir, image_extensions, "image")
+    masks = scan_stems(mask_dir, mask_extensions, "mask")
+    if ids is not None:  # stems without a file get a non-existent path: check_samples lists them
+        samples = [Sample(i, images.get(i, image_dir / i), masks.get(i, mask_dir / i)) for i in ids]
+        return check_samples(samples, source if source is not None else "the id list")
+    only_images = sorted(images.keys() - masks.keys(), key=natural_key)
+    only_masks = sorted(masks.keys() - images.keys(), key=natural_key)
+    if only_images or only_masks:
+        problems = []
+        if only_images:
+            problems.append(
+                f"{len(only_images)} image(s) in {image_dir} without a mask in {mask_dir}: "
+                f"{format_values(only_images)}"
+            )
+            lossy = [s for s in only_images if any((mask_dir / (s + e)).exists() for e in _LOSSY)]
+            if lossy:
+                problems[-1] += " (JPEG masks are lossy and not accepted: store masks as PNG)"
+        if only_masks:
+            problems.append(
+                f"{len(only_masks)} mask(s) in {mask_dir} without an image in {image_dir}: "
+                f"{format_values(only_masks)}"
+            )
+        raise DataError("unmatched image/mask files: " + "; ".join(problems))
+    if not images:
+        raise DataError(
+            f"split is empty: no images ({', '.join(image_extensions)}) in {image_dir} "
+            f"and no masks in {mask_dir}"
+        )
+    return [Sample(s, images[s], masks[s]) for s in sorted(images, key=natural_key)]
+
+
+class PairedFileDataset(SegmentationDataset):
+    """Base class of the file datasets: ``samples`` (id, image file, mask file), read with
+    :func:`read_image` / :meth:`read_mask`, remapped by ``label_map`` (raw value → class, if set)
+    and checked with :func:`check_pair` on every load."""
+
+    label_map: LabelMap | None = None
+
+    def __init__(self, samples: Sequence[Sample], transforms: Transform | None = None) -> None:
+        super().__init__(transforms)
+        self.samples: list[Sample] = list(samples)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def name(self, index: int) -> str:
+        return self.samples[index].id
+
+    def read_mask(self, path: Path) -> torch.Tensor:
+        """Raw mask values (int64, H×W); subclasses override for other formats (SBD ``.mat``)."""
+        return read_mask(path)
+
+    def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
+        sample = self.samples[index]
+        image = read_image(sample.image)
+        labels = self.read_mask(sample.mask)
+        if self.label_map is not None:
+            labels = self.label_map(labels, sample.mask)
+        check_pair(image, labels, self.num_classes, self.ignore_index, sample.image, sample.mask)
+        return image, as_mask(labels)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({len(self)} samples, {self.num_classes} classes)"
+
+
+# --- FolderPairs and its YAML metadata ----------------------------------------------------
+
+_META_KEYS = {"classes", "palette", "ignore_index", "mask_values", "images", "masks"}
+
+
+@dataclass(frozen=True)
+class FolderMeta:
+    """Contents of a FolderPairs YAML file (see :func:`load_meta`)."""
+
+    classes: tuple[str, ...]
+    palette: Palette
+    ignore_index: int = IGNORE_INDEX
+    mask_values: dict[int, int] | None = None
+    images: str | None = None
+    masks: str | None = None
+
+
+def available_meta() -> list[str]:
+    """Names of the YAML files shipped in ``fcnseg/data/meta/``."""
+    folder = resources.files("fcnseg.data").joinpath("meta")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def _int(value: Any, what: str, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DataError(f"{source}: {what} must be an integer, got {value!r}")
+    return value
+
+
+def _parse_mask_values(raw: Any, source: str) -> dict[int, int]:
+    if not isinstance(raw, Mapping) or not raw:
+        raise DataError(f"{source}: mask_values must be a non-empty mapping raw value → class")
+    return {
+        _int(k, "a mask_values key", source): _int(v, "a mask_values value", source)
+        for k, v in raw.items()
+    }
+
+
+def load_meta(meta: str | Path | Mapping[str, Any]) -> FolderMeta:
+    """Parse FolderPairs metadata: a shipped name (``"horse"``, ``"isbi2012"``), a YAML path, or
+    an already-loaded mapping. Keys: ``classes`` (list of names, required), ``palette`` (list of
+    ``[r, g, b]``, default :func:`default_palette`), ``ignore_index`` (default 255),
+    ``mask_values`` (raw mask value → class index or the ignore index), ``images`` / ``masks``
+    (default sub-folder names)."""
+    if isinstance(meta, Mapping):
+        data, source = dict(meta), "meta mapping"
+    else:
+        path = Path(meta).expanduser()
+        if path.is_file():
+            source = str(path)
+            text = path.read_text(encoding="utf-8")
+        elif isinstance(meta, str) and re.fullmatch(r"[\w-]+", meta):
+            shipped = resources.files("fcnseg.data").joinpath("meta", f"{meta}.yaml")
+            if not shipped.is_file():
+                raise DataError(
+                    f"unknown FolderPairs meta {meta!r}: not a file, and not one of the shipped "
+                    f"names {available_meta()}"
+                )
+            source = f"fcnseg/data/meta/{meta}.yaml"
+            text = shipped.read_text(encoding="utf-8")
+        else:
+            raise DataError(f"FolderPairs meta file {path} does not exist")
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise DataError(f"{source} is not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise DataError(f"{source} must be a YAML mapping with at least 'classes'")
+    unknown = set(data) - _META_KEYS
+    if unknown:
+        raise DataError(f"{source}: unknown keys {sorted(unknown)}; known: {sorted(_META_KEYS)}")
+    classes = data.get("classes")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise DataError(f"{source}: 'classes' must be a non-empty list of class names")
+    if "palette" in data:
+        palette_raw = data["palette"]
+        ok = isinstance(palette_raw, list) and len(palette_raw) == len(classes)
+        ok = ok and all(
+            isinstance(c, list) and len(c) == 3 and all(isinstance(v, int) for v in c)
+            for c in palette_raw
+        )
+        if not ok or not all(0 <= v <= 255 for c in palette_raw for v in c):
+            raise DataError(
+                f"{source}: 'palette' must list one [r, g, b] (0..255) per class "
+                f"({len(classes)} classes)"
+            )
+        palette: Palette = tuple((c[0], c[1], c[2]) for c in palette_raw)
+    else:
+        palette = default_palette(len(classes))
+    ignore_index = _int(data.get("ignore_index", IGNORE_INDEX), "ignore_index", source)
+    mask_values = None
+    if data.get("mask_values") is not None:
+        mask_values = _parse_mask_values(data["mask_values"], source)
+    folders = {}
+    for key in ("images", "masks"):
+        value = data.get(key)
+        if value is not None and not isinstance(value, str):
+            raise DataError(f"{source}: {key!r} must be a folder name")
+        folders[key] = value
+    return FolderMeta(
+        tuple(classes), palette, ignore_index, mask_values, folders["images"], folders["masks"]
+    )
+
+
+class FolderPairs(PairedFileDataset):
+    """``root/<images>/*`` paired with ``root/<masks>/*`` by file stem (masks: lossless formats).
+
+    Args:
+        root: the data set folder.
+        split: ``"all"`` (every pair) or a list file of stems — a path (absolute or relative to
+            ``root``) or a name ``s`` meaning ``root/s.txt``. Folder data sets such as Weizmann
+            Horse and ISBI 2012 have no split structure; cross-validation selects by index lists
+            (e.g. ``torch.utils.data.Subset``) on top of ``"all"``.
+        images, masks: sub-folder names (absolute paths allowed); default: the meta file's, else
+            ``"images"`` / ``"masks"``.
+        meta: required: a shipped name (``"horse"``, ``"isbi2012"``), a YAML path or a mapping;
+            see :func:`load_meta`.
+        list_file: a list file that overrides ``split``.
+        mask_values: raw mask value → class index (or the ignore index), overriding the meta's;
+            raw values not listed are an error. Without it, raw values are the class indices.
+    """
+
+    def __init__(
+        self,
+        root: PathLike | None,
+        split: str = "all",
+        transforms: Transform | None = None,
+        *,
+        images: str | None = None,
+        masks: str | None = None,
+        meta: str | Path | Mapping[str, Any] | None = None,
+        list_file: PathLike | None = None,
+        mask_values: Mapping[int, int] | None = None,
+    ) -> None:
+        root = require_root(root, "FolderPairs")
+        if meta is None:
+            raise DataError(
+                "FolderPairs needs meta=: a shipped name "
+                f"{available_meta()}, a YAML file with 'classes' (and optional 'palette', "
+                "'ignore_index', 'mask_values'), or such a mapping"
+            )
+        info = load_meta(meta)
+        self.meta_info = info
+        self.classes = info.classes
+        self.palette = info.palette
+        self.ignore_index = info.ignore_index
+        values = mask_values if mask_values is not None else info.mask_values
+        if values is not None:
+            values = _parse_mask_values(values, "mask_values")
+            bad = [
+                v
+                for v in values.values()
+                if not (0 <= v < len(self.classes) or v == self.ignore_index)
+            ]
+            if bad:
+                raise DataError(
+                    f"mask_values map to {sorted(set(bad))}, outside 0..{len(self.classes) - 1} "
+                    f"and the ignore index {self.ignore_index}"
+                )
+            self.label_map = LabelMap(values, name="mask_values table")
+        self.split = split
+        self.image_dir = root / (images or info.images or "images")
+        self.mask_dir = root / (masks or info.masks or "masks")
+        list_path = self._list_path(root, split, list_file)
+        ids = None if list_path is None else read_id_list(list_path)
+        samples = pair_by_stem(self.image_dir, self.mask_dir, ids=ids, source=list_path)
+        super().__init__(samples, transforms)
+
+    @staticmethod
+    def _list_path(root: Path, split: str, list_file: PathLike | None) -> Path | None:
+        if list_file is not None:
+            path = Path(list_file).expanduser()
+            if not path.is_absolute() and not path.is_file() and (root / path).is_file():
+                path = root / path
+            if not path.is_file():
+                raise DataError(f"list file {path} does not exist")
+            return path
+        if split == "all":
+            return None
+        for candidate in (Path(split).expanduser(), root / split, root / f"{split}.txt"):
+            if candidate.is_file():
+                return candidate
+        raise DataError(
+            f"FolderPairs split {split!r}: no list file {root / (split + '.txt')} (nor {split}); "
+            "folder data sets have no split structure: use split='all' or pass a list file"
+        )
