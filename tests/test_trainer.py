@@ -101,7 +101,7 @@ def test_bad_checkpoints_are_named(tmp_path: Path) -> None:
         ckpt.load_checkpoint(tmp_path / "nope.safetensors")
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 10)
-    with pytest.raises(ckpt.CheckpointError, match="bad.safetensors"):
+    with pytest.raises(ckpt.CheckpointError, match=r"bad\.safetensors"):
         ckpt.load_checkpoint(bad)
     from safetensors.torch import save_file
 
