@@ -59,6 +59,11 @@ class DataConfig:
     val_split: str = "val"
     #: Extra keyword arguments of the dataset class (e.g. ``meta: horse`` for folder pairs).
     options: dict[str, Any] = field(default_factory=dict)
+    #: Validation data from another dataset/root/options (e.g. train on SBD, validate on VOC);
+    #: null = the training ones.
+    val_dataset: str | None = None
+    val_root: str | None = None
+    val_options: dict[str, Any] | None = None
     #: Resize every image (and mask, nearest) to [H, W] before augmentation; null keeps sizes.
     resize: list[int] | None = None
     #: Random crop [H, W] (padded with the mean / ignore when smaller); null = whole images.

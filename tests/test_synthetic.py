@@ -42,7 +42,7 @@ def test_types_shapes_and_label_range():
         assert image.shape == (3, 64, 80)
         assert mask.dtype == torch.int64
         assert mask.shape == (64, 80)
-        assert 0 <= int(mask.min()) and int(mask.max()) < ds.num_classes  # clean: no 255
+        assert int(mask.min()) >= 0 and int(mask.max()) < ds.num_classes  # clean: no 255
         assert (mask > 0).any()  # at least one shape
 
 

@@ -142,7 +142,7 @@ class Trainer:
 
         d = cfg.data
         self.train_set = build_dataset(d.dataset, d.root, d.train_split, **d.options)
-        self.val_set = build_dataset(d.dataset, d.root, d.val_split, **d.options)
+        self.val_set = _build_split(cfg, d.val_split)
         self.classes = list(self.train_set.classes)
         self.num_classes = len(self.classes)
         self.ignore_index = self.train_set.ignore_index
@@ -480,10 +480,19 @@ class Trainer:
         plot_curves(self.run_dir / "curves.png", rows)
 
 
+def _build_split(cfg: Config, split: str) -> SegmentationDataset:
+    """The dataset of ``split``: the validation split may come from ``data.val_*``."""
+    d = cfg.data
+    if split == d.val_split and (d.val_dataset or d.val_root or d.val_options is not None):
+        options = d.val_options if d.val_options is not None else d.options
+        return build_dataset(d.val_dataset or d.dataset, d.val_root or d.root, split, **options)
+    return build_dataset(d.dataset, d.root, split, **d.options)
+
+
 def dataset_for_eval(cfg: Config, split: str) -> SegmentationDataset:
     """The dataset of ``cfg`` for ``split`` with evaluation transforms."""
     d = cfg.data
-    dataset = build_dataset(d.dataset, d.root, split, **d.options)
+    dataset = _build_split(cfg, split)
     plain = eval_transforms()
     dataset.transforms = Resized(d.resize, plain) if d.resize else plain
     return dataset

@@ -310,6 +310,9 @@ class FolderPairs(PairedFileDataset):
         list_file: a list file that overrides ``split``.
         mask_values: raw mask value → class index (or the ignore index), overriding the meta's;
             raw values not listed are an error. Without it, raw values are the class indices.
+        holdout: with ``split="train"``/``"val"`` and no list file: a fixed interleaved split of
+            the naturally sorted pairs — every ``holdout``-th pair (0, k, 2k, …) is ``val``, the
+            rest ``train``. 0 (default) disables it.
     """
 
     def __init__(
@@ -323,6 +326,7 @@ class FolderPairs(PairedFileDataset):
         meta: str | Path | Mapping[str, Any] | None = None,
         list_file: PathLike | None = None,
         mask_values: Mapping[int, int] | None = None,
+        holdout: int = 0,
     ) -> None:
         root = require_root(root, "FolderPairs")
         if meta is None:
@@ -353,9 +357,12 @@ class FolderPairs(PairedFileDataset):
         self.split = split
         self.image_dir = root / (images or info.images or "images")
         self.mask_dir = root / (masks or info.masks or "masks")
-        list_path = self._list_path(root, split, list_file)
+        interleaved = holdout > 0 and list_file is None and split in ("train", "val")
+        list_path = None if interleaved else self._list_path(root, split, list_file)
         ids = None if list_path is None else read_id_list(list_path)
         samples = pair_by_stem(self.image_dir, self.mask_dir, ids=ids, source=list_path)
+        if interleaved:
+            samples = [s for i, s in enumerate(samples) if (i % holdout == 0) == (split == "val")]
         super().__init__(samples, transforms)
 
     @staticmethod

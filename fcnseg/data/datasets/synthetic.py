@@ -150,7 +150,7 @@ def _render(
     short = min(height, width)
     for _ in range(int(rng.integers(1, 5))):
         cls = int(rng.integers(1, num_shapes + 1))
-        r = rng.uniform(0.125, 0.25) * short  # diameter 25–50 % of the short side (24–48 px)
+        r = rng.uniform(0.14, 0.26) * short  # diameter 28–52 % of the short side (27–50 px)
         cy = rng.uniform(0.5 * r, height - 0.5 * r)
         cx = rng.uniform(0.5 * r, width - 0.5 * r)
         theta = rng.uniform(0.0, 2.0 * np.pi)
