@@ -19,7 +19,6 @@ __all__ = ["DEMO_CONFIG", "run_demo"]
 DEMO_CONFIG = "fcn8s_resnet18_synthetic"
 
 
-@torch.no_grad()
 def run_demo(out: Path, *, iterations: int | None = None, progress: bool = True) -> dict:
     """Train on the synthetic set, evaluate on its val split, predict its test split.
 
@@ -41,7 +40,8 @@ def run_demo(out: Path, *, iterations: int | None = None, progress: bool = True)
     pred_dir = out / "predictions"
     for i in range(len(test)):
         image, mask = test[i]
-        logits = model(model.preprocess(image[None].to(trainer.device)))
+        with torch.no_grad():
+            logits = model(model.preprocess(image[None].to(trainer.device)))
         pred = logits.argmax(1)[0].cpu()
         matrix.update(pred[None], mask[None])
         if i < 12:

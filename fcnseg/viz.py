@@ -450,14 +450,15 @@ def plot_curves(path: str | Path, log_rows: Sequence[Mapping[str, Any]]) -> dict
         ax_loss.plot(*series["val_loss"], "o", color="tab:orange", ms=4, label="val loss")
     ax_loss.set_ylabel("loss")
     ax_loss.set_title("training")
+    handles = ax_loss.get_legend_handles_labels()[0]
     if series["lr"][0]:
         ax_lr = ax_loss.twinx()
-        ax_lr.plot(*series["lr"], color="0.5", ls="--", lw=1, label="lr")
+        handles += ax_lr.plot(*series["lr"], color="0.5", ls="--", lw=1, label="lr")
         ax_lr.set_ylabel("learning rate", color="0.4")
         ax_lr.ticklabel_format(axis="y", style="sci", scilimits=(-2, 3))
-    if len(x) or series["val_loss"][0]:
-        ax_loss.legend(loc="upper right", fontsize=8)
-    else:
+    if handles:
+        ax_loss.legend(handles=handles, loc="upper right", fontsize=8)
+    if not len(x) and not series["val_loss"][0]:
         ax_loss.text(
             0.5, 0.5, "no loss logged", ha="center", va="center", transform=ax_loss.transAxes
         )

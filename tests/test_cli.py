@@ -39,3 +39,36 @@ def test_cli_entry_point_runs_as_module() -> None:
         [sys.executable, "-m", "fcnseg", "--help"], capture_output=True, text=True, check=True
     )
     assert "summary" in proc.stdout and "geometry" in proc.stdout
+
+
+def test_cli_train_eval_demo(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`fcnseg train` → run dir; `fcnseg eval` → table + metrics.json with the paper's four
+    metrics and per-class IoU by name, plots and panels; `fcnseg demo` end to end (shortened)."""
+    import json
+
+    tiny = ["--set", "data.options={num_images: 8, size: [48, 64]}", "--set", "train.iterations=2",
+            "--set", "train.eval_every=2", "--set", "data.batch_size=2"]  # fmt: skip
+    run = tmp_path / "run"
+    assert main(["train", "fcn8s_resnet18_synthetic", "-o", str(run), "--no-progress", *tiny]) == 0
+    assert "run directory" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--resume"):
+        main(["train", "fcn8s_resnet18_synthetic", "-o", str(run), "--no-progress", *tiny])
+    out = tmp_path / "eval"
+    assert main(["eval", str(run), "-o", str(out), "--save-panels", "2", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "mean IU" in printed and "circle" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"pixel_acc", "mean_acc", "mean_iu", "fw_iu", "per_class_iu"} <= set(metrics)
+    assert set(metrics["per_class_iu"]) == {"background", "circle", "square", "triangle", "ring",
+                                            "bar"}  # fmt: skip
+    for name in ("confusion.png", "per_class_iou.png", "panels.png"):
+        assert (out / name).stat().st_size > 0
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["eval", str(tmp_path / "missing.safetensors")])
+
+    demo = tmp_path / "demo"
+    assert main(["demo", "-o", str(demo), "--iterations", "2", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "test mean IU" in printed and str(demo / "predictions") in printed
+    assert len(list((demo / "predictions").glob("*.png"))) == 12
+    assert (demo / "run" / "curves.png").is_file() and (demo / "run" / "metrics.json").is_file()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -135,9 +134,6 @@ class SyntheticShapes(SegmentationDataset):
         image, labels = self.sample(index)
         img = torch.from_numpy(image.transpose(2, 0, 1).copy())
         return tv_tensors.Image(img), as_mask(torch.from_numpy(labels.copy()))
-
-    def meta(self) -> dict[str, Any]:
-        return super().meta() | {"size": list(self.size), "seed": self.seed}
 
 
 def _render(
