@@ -80,7 +80,13 @@ def _train(args: argparse.Namespace) -> int:
             f"fcnseg train: {run_dir} already holds a run; add --resume to continue it or "
             "choose another -o"
         )
-    trainer = Trainer(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
+    from fcnseg.data.base import DataError
+    from fcnseg.engine.checkpoint import CheckpointError
+
+    try:
+        trainer = Trainer(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
+    except (CheckpointError, DataError) as err:
+        raise SystemExit(f"fcnseg train: {err}") from err
     result = trainer.train(stop_at=args.stop_at)
     if trainer.dist.is_main:
         print(f"run directory: {result.run_dir}")

@@ -158,7 +158,7 @@ def save_label_png(
     ignore_index: int = IGNORE_INDEX,
 ) -> Path:
     """Write ``mask`` as a palette-mode ("P") PNG: pixel values are the class indices, the
-    attached palette colours them (the VOC label format). Index ``ignore_index`` (255) is black.
+    attached palette colours them (the VOC label format); other entries, 255 included, are black.
     """
     m = _mask_array(mask)
     pal = _palette_array(palette)
@@ -169,8 +169,6 @@ def save_label_png(
         raise ValueError(f"ignore index {ignore_index} does not fit a palette PNG (0–255)")
     table = np.zeros((256, 3), np.uint8)
     table[: len(pal)] = pal
-    if 0 <= ignore_index <= 255 and ignore_index >= len(pal):
-        table[ignore_index] = 0
     img = Image.fromarray(m.astype(np.uint8))
     img.putpalette(table.ravel().tolist())  # an "L" image with a palette becomes "P"
     path = _prepare(path)
@@ -189,11 +187,22 @@ def _font(size: int = 12) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
+def _text_bbox(text: str) -> tuple[int, int, int, int]:
+    box = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), text, font=_font())
+    return tuple(int(v) for v in box)  # type: ignore[return-value]
+
+
 def _text_size(text: str) -> tuple[int, int]:
-    left, top, right, bottom = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox(
-        (0, 0), text, font=_font()
-    )
-    return right - min(left, 0), bottom - min(top, 0)
+    left, top, right, bottom = _text_bbox(text)
+    return right - left, bottom - top
+
+
+def _draw_text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, align: str) -> None:
+    """Draw ``text`` left-aligned (``align="l"``) or centred (``"c"``) at ``xy``, vertically
+    centred on ``xy[1]`` (without ``anchor=``, which bitmap fonts lack)."""
+    left, top, right, bottom = _text_bbox(text)
+    x = xy[0] - left if align == "l" else xy[0] - (left + right) // 2
+    draw.text((x, xy[1] - (top + bottom) // 2), text, fill=(0, 0, 0), font=_font())
 
 
 def _legend(entries: Sequence[tuple[Sequence[int], str]]) -> Image.Image | None:
@@ -212,9 +221,7 @@ def _legend(entries: Sequence[tuple[Sequence[int], str]]) -> Image.Image | None:
             fill=tuple(int(c) for c in colour),
             outline=(96, 96, 96),
         )
-        draw.text(
-            (2 * _PAD + swatch, y + swatch // 2), name, fill=(0, 0, 0), font=_font(), anchor="lm"
-        )
+        _draw_text(draw, (2 * _PAD + swatch, y + swatch // 2), name, "l")
     return img
 
 
@@ -289,9 +296,7 @@ def save_panels(
     draw = ImageDraw.Draw(grid)
     x = _PAD
     for c, title in enumerate(titles):
-        draw.text(
-            (x + widths[c] // 2, header // 2), title, fill=(0, 0, 0), font=_font(), anchor="mm"
-        )
+        _draw_text(draw, (x + widths[c] // 2, header // 2), title, "c")
         y = header
         for r, row in enumerate(cells):
             grid.paste(Image.fromarray(row[c]), (x, y))

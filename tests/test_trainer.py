@@ -35,19 +35,25 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
     return ckpt.load_checkpoint(run / "checkpoints" / "last.safetensors").state_dict
 
 
-def test_resume_is_bit_identical(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An uninterrupted 6-iteration run."""
+    run = tmp_path_factory.mktemp("full") / "run"
+    Trainer(_cfg(), run, progress=False).train()
+    return run
+
+
+def test_resume_is_bit_identical(tmp_path: Path, full_run: Path) -> None:
     """A run interrupted after 3 of 6 iterations (with workers) and resumed ends with weights
     bit-identical to an uninterrupted run: model, optimiser, scheduler, every RNG (loss
     sampling) and the data order / per-sample augmentation are restored."""
-    full = Trainer(_cfg(), tmp_path / "full", progress=False)
-    full.train()
     first = Trainer(_cfg("data.num_workers=2"), tmp_path / "cut", progress=False)
     first.train(stop_at=3)
     assert first.iteration == 3
     second = Trainer(_cfg(), tmp_path / "cut", resume=True, progress=False)
     assert second.iteration == 3
     second.train()
-    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    a, b = _weights(full_run), _weights(tmp_path / "cut")
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
@@ -59,14 +65,12 @@ def test_resume_is_bit_identical(tmp_path: Path) -> None:
     assert iterations == sorted(iterations) and iterations[-1] == 6
 
 
-def test_resume_changes_outcome_if_rng_not_restored(tmp_path: Path) -> None:
+def test_resume_changes_outcome_if_rng_not_restored(tmp_path: Path, full_run: Path) -> None:
     """Negative control: resuming with a different seed for the data stream diverges."""
-    full = Trainer(_cfg(), tmp_path / "full", progress=False)
-    full.train()
     Trainer(_cfg(), tmp_path / "cut", progress=False).train(stop_at=3)
     other = Trainer(_cfg("train.seed=1"), tmp_path / "cut", resume=True, progress=False)
     other.train()
-    a, b = _weights(tmp_path / "full"), _weights(tmp_path / "cut")
+    a, b = _weights(full_run), _weights(tmp_path / "cut")
     assert any(not torch.equal(a[k], b[k]) for k in a)
 
 

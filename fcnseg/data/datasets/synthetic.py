@@ -25,6 +25,7 @@ __all__ = ["SyntheticShapes"]
 
 #: split → (stream id, default number of images).
 SPLITS: dict[str, tuple[int, int]] = {"train": (0, 400), "val": (1, 60), "test": (2, 60)}
+_PLACEMENT_TRIES = 8
 
 
 @lru_cache(maxsize=64)
@@ -147,12 +148,22 @@ def _render(
     for _ in range(int(rng.integers(1, 5))):
         cls = int(rng.integers(1, num_shapes + 1))
         r = rng.uniform(0.14, 0.26) * short  # diameter 28–52 % of the short side (27–50 px)
-        cy = rng.uniform(0.5 * r, height - 0.5 * r)
-        cx = rng.uniform(0.5 * r, width - 0.5 * r)
         theta = rng.uniform(0.0, 2.0 * np.pi)
-        inside = _shape(cls, rng, yy - cy, xx - cx, r, theta)
-        if not inside.any():
-            continue
+        aspect = rng.uniform(0.28, 0.38)  # bars only
+        # Occlusion is allowed but kept partial: of a few positions (shape inside the frame),
+        # take the first that lands at most a quarter on earlier shapes, else the least covered.
+        best: tuple[float, np.ndarray, float, float] | None = None
+        for _ in range(_PLACEMENT_TRIES):
+            cy = rng.uniform(0.9 * r, height - 0.9 * r)
+            cx = rng.uniform(0.9 * r, width - 0.9 * r)
+            mask = _shape(cls, yy - cy, xx - cx, r, theta, aspect)
+            overlap = float((mask & (labels > 0)).sum()) / max(int(mask.sum()), 1)
+            if best is None or overlap < best[0]:
+                best = (overlap, mask, cy, cx)
+            if overlap <= 0.25:
+                break
+        assert best is not None
+        _, inside, cy, cx = best
         # Colour: independent of class; of a few candidates, take the one contrasting most with
         # what it is painted over, so every shape stays visible.
         under = canvas[inside].mean(axis=0)
@@ -189,7 +200,7 @@ def _background(
 
 
 def _shape(
-    cls: int, rng: np.random.Generator, dy: np.ndarray, dx: np.ndarray, r: float, theta: float
+    cls: int, dy: np.ndarray, dx: np.ndarray, r: float, theta: float, aspect: float
 ) -> np.ndarray:
     """Boolean mask of shape class ``cls`` of radius ``r`` centred at offsets (0, 0)."""
     c, s = np.cos(theta), np.sin(theta)
@@ -208,7 +219,7 @@ def _shape(
         d2 = u * u + v * v
         return (d2 <= r * r) & (d2 >= (0.5 * r) ** 2)
     # bar: a long thin rectangle
-    return (np.abs(u) <= 1.15 * r) & (np.abs(v) <= rng.uniform(0.28, 0.38) * r)
+    return (np.abs(u) <= 1.15 * r) & (np.abs(v) <= aspect * r)
 
 
 def _near_boundary(labels: np.ndarray, width: int) -> np.ndarray:
