@@ -81,6 +81,8 @@ class TrainConfig:
     """Optimisation recipe (defaults: the paper's FCN-VGG16 with batch 1 and summed loss)."""
 
     iterations: int = 1000
+    #: "sgd" (the paper's, with momentum) or "adam" (handy for from-scratch training).
+    optimizer: str = "sgd"
     lr: float = 1e-4
     momentum: float = 0.9
     weight_decay: float = 5e-4
@@ -222,6 +224,7 @@ def _validate(cfg: Config, source: str) -> Config:
         "model.name": (cfg.model.name, ("fcn32s", "fcn16s", "fcn8s")),
         "model.mode": (cfg.model.mode, ("exact", "caffe")),
         "train.schedule": (cfg.train.schedule, ("fixed", "poly", "step")),
+        "train.optimizer": (cfg.train.optimizer, ("sgd", "adam")),
         "train.loss_reduction": (cfg.train.loss_reduction, ("mean", "sum")),
         "train.amp": (cfg.train.amp, (None, "bf16", "fp16")),
         "train.on_nonfinite": (cfg.train.on_nonfinite, ("stop", "skip")),

@@ -143,7 +143,7 @@ def test_plot_confusion(tmp_path: Path):
 
 def test_plot_confusion_many_classes_unannotated(tmp_path: Path):
     rng = np.random.default_rng(0)
-    c = 40
+    c = 30
     matrix = rng.integers(0, 100, size=(c, c))
     viz.plot_confusion(tmp_path / "big.png", matrix, [f"c{i}" for i in range(c)])
     img = _open(tmp_path / "big.png")
@@ -179,3 +179,13 @@ def test_plot_curves_skips_missing_keys(tmp_path: Path):
     assert viz.plot_curves(tmp_path / "train.png", rows[:10])["mean_iu"] == 0
     assert viz.plot_curves(tmp_path / "empty.png", [])["loss"] == 0
     _open(tmp_path / "empty.png")
+
+
+def test_legends_work_with_the_bitmap_fallback_font(tmp_path: Path, monkeypatch):
+    from PIL import ImageFont
+
+    monkeypatch.setattr(viz, "_font", lambda size=12: ImageFont.load_default_imagefont())
+    image, mask = _image(20, 30), np.ones((20, 30), np.int64)
+    assert viz.save_overlay(tmp_path / "o.png", image, mask, PALETTE, NAMES) == [(1, "red")]
+    viz.save_panels(tmp_path / "p.png", [(image, mask, mask)], PALETTE, NAMES)
+    assert _open(tmp_path / "p.png").width > 90

@@ -182,9 +182,11 @@ class Trainer:
             class_weights=self._class_weights(),
             sample_prob=cfg.train.loss_sample_prob,
         ).to(self.device)
-        self.optimizer = torch.optim.SGD(
-            _param_groups(self.net, cfg), lr=cfg.train.lr, momentum=cfg.train.momentum
-        )
+        groups = _param_groups(self.net, cfg)
+        if cfg.train.optimizer == "adam":
+            self.optimizer: torch.optim.Optimizer = torch.optim.Adam(groups, lr=cfg.train.lr)
+        else:
+            self.optimizer = torch.optim.SGD(groups, lr=cfg.train.lr, momentum=cfg.train.momentum)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg))
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=cfg.train.amp == "fp16" and self.device.type == "cuda"

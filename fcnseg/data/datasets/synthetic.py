@@ -2,9 +2,12 @@
 
 Every image has a textured background (smooth multi-scale colour noise, a colour gradient and
 sometimes low-frequency waves, all different per image) and 1–4 filled shapes of random class,
-size, rotation, position and colour, painted in order so later shapes occlude earlier ones.
-Colours are drawn independently of the class (only contrast with what lies underneath is
-favoured), so the class must be read from the outline: circle, square, triangle, ring or bar.
+size (28–52 % of the short side: 27–50 px at the default 96×128), rotation, position and colour,
+inside the frame and painted in order, so later shapes occlude earlier ones (partly: a new shape
+is placed, if it can be, at most a quarter on earlier ones). Colours are drawn independently of
+the class (only contrast with what lies underneath is favoured), so the class must be read from
+the outline: circle, square, triangle, ring or bar. Labels are exact (no ignore pixels) unless
+``ignore_border`` asks for a band of them along every label boundary.
 
 Samples are a pure function of ``(seed, split, index)``: nothing is read from disk, each split
 draws from its own random stream, and a sample is rendered on first access (≈1 ms) and cached.
