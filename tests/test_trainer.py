@@ -147,3 +147,14 @@ def test_schedules() -> None:
         _cfg("train.schedule=fixed", "train.warmup_iters=10", "train.warmup_factor=0.1")
     )
     assert warm(0) == pytest.approx(0.1) and warm(5) == pytest.approx(0.55) and warm(10) == 1.0
+
+
+def test_channels_last_and_sum_loss_train(tmp_path: Path) -> None:
+    """channels_last memory format and the paper's summed loss with iter_size run end to end and
+    give the same first-step loss as the default layout."""
+    opts = ["train.iterations=1", "train.loss_sample_prob=1.0", "train.loss_reduction=sum"]
+    a = Trainer(_cfg(*opts), tmp_path / "a", progress=False)
+    b = Trainer(_cfg(*opts, "train.channels_last=true"), tmp_path / "b", progress=False)
+    la = a._step(iter(a._train_loader(0)))
+    lb = b._step(iter(b._train_loader(0)))
+    assert la > 0 and la == pytest.approx(lb, rel=1e-4)
