@@ -1,0 +1,157 @@
+"""Inference: class probabilities for any image size, overlap-tiled for huge images, with TTA.
+
+    from fcnseg.inference import Predictor
+    predictor = Predictor.from_checkpoint("runs/camvid")
+    labels = predictor.predict(image)          # H×W class indices; image: 3×H×W uint8 or [0, 1]
+
+Tiling blends overlapping tiles with a weight that tapers linearly to the tile borders, so there
+are no seams, and keeps only one strip of tiles in memory: rows no later tile can touch are
+finalised as soon as the strip moves on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["Predictor", "tile_positions", "tile_weight"]
+
+
+def tile_positions(size: int, tile: int, stride: int) -> list[int]:
+    """Start offsets covering ``size`` with windows of ``tile`` at ``stride`` (last one flush)."""
+    if tile >= size:
+        return [0]
+    starts = list(range(0, size - tile + 1, stride))
+    if starts[-1] != size - tile:
+        starts.append(size - tile)
+    return starts
+
+
+def tile_weight(height: int, width: int, overlap: int) -> torch.Tensor:
+    """Blending weight: 1 inside, ramping linearly to 1/(overlap+1) over ``overlap`` px."""
+
+    def ramp(n: int) -> torch.Tensor:
+        i = torch.arange(n, dtype=torch.float32)
+        edge = torch.minimum(i + 1, n - i)
+        return (edge / (overlap + 1)).clamp(max=1.0) if overlap > 0 else torch.ones(n)
+
+    return ramp(height)[:, None] * ramp(width)[None, :]
+
+
+@dataclass
+class Predictor:
+    """A model with its preprocessing, class names and palette, ready to predict images."""
+
+    model: nn.Module
+    classes: list[str]
+    palette: list[list[int]]
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Predictor:
+        """Load an fcnseg checkpoint (file or run directory)."""
+        from fcnseg.engine.checkpoint import load_checkpoint
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        dev = torch.device(device)
+        ckpt = load_checkpoint(path)
+        model = ckpt.build_model().to(dev).eval()
+        return cls(model, list(ckpt.classes), [list(c) for c in ckpt.palette], dev)
+
+    @torch.no_grad()
+    def _probs(self, image: torch.Tensor) -> torch.Tensor:
+        x = self.model.preprocess(image[None].to(self.device))
+        return self.model(x).softmax(1)[0].float().cpu()
+
+    def _tta(self, image: torch.Tensor, flip: bool, scales: Sequence[float]) -> torch.Tensor:
+        h, w = image.shape[-2:]
+        total = torch.zeros(0)
+        count = 0
+        for s in scales:
+            img = image
+            if s != 1.0:
+                size = (max(1, round(h * s)), max(1, round(w * s)))
+                img = F.interpolate(
+                    image[None].float(), size=size, mode="bilinear", antialias=s < 1
+                )[0]
+            for flipped in (False, True) if flip else (False,):
+                p = self._probs(img.flip(-1) if flipped else img)
+                p = p.flip(-1) if flipped else p
+                if p.shape[-2:] != (h, w):
+                    p = F.interpolate(p[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+                total = p if count == 0 else total + p
+                count += 1
+        return total / count
+
+    def probabilities(
+        self,
+        image: torch.Tensor,
+        *,
+        tile: int | None = None,
+        overlap: int = 64,
+        flip: bool = False,
+        scales: Sequence[float] = (1.0,),
+    ) -> torch.Tensor:
+        """C×H×W class probabilities of ``image`` (3×H×W, uint8 or float in [0, 1])."""
+        return torch.cat([p for _, p in self._rows(image, tile, overlap, flip, scales)], 1)
+
+    def predict(
+        self,
+        image: torch.Tensor,
+        *,
+        tile: int | None = None,
+        overlap: int = 64,
+        flip: bool = False,
+        scales: Sequence[float] = (1.0,),
+    ) -> torch.Tensor:
+        """H×W class indices (uint8 when fewer than 256 classes); memory bounded by the tile."""
+        dtype = torch.uint8 if len(self.classes) < 256 else torch.int64
+        rows = [p.argmax(0).to(dtype) for _, p in self._rows(image, tile, overlap, flip, scales)]
+        return torch.cat(rows, 0)
+
+    def _rows(
+        self,
+        image: torch.Tensor,
+        tile: int | None,
+        overlap: int,
+        flip: bool,
+        scales: Sequence[float],
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """Finished rows of probabilities, top to bottom, as ``(first row, C×rows×W)``."""
+        if image.dim() != 3 or image.shape[0] != 3:
+            raise ValueError(f"expected a 3×H×W image, got shape {tuple(image.shape)}")
+        if image.dtype == torch.uint8:  # resizing and tiling work in [0, 1] floats
+            image = image.float() / 255
+        h, w = image.shape[-2:]
+        if tile is None or (tile >= h and tile >= w):
+            yield 0, self._tta(image, flip, scales)
+            return
+        if not 0 <= overlap < tile:
+            raise ValueError(f"overlap must be in [0, tile), got {overlap} for tile {tile}")
+        stride = tile - overlap
+        ys, xs = tile_positions(h, tile, stride), tile_positions(w, tile, stride)
+        th, tw = min(tile, h), min(tile, w)
+        weight = tile_weight(th, tw, overlap)
+        c = len(self.classes)
+        top = 0  # first row held in the buffers
+        acc = torch.zeros(c, th, w)
+        norm = torch.zeros(th, w)
+        for k, y in enumerate(ys):
+            if y > top:  # rows above y are final: no later tile reaches them
+                done = y - top
+                yield top, acc[:, :done] / norm[:done]
+                acc = torch.cat([acc[:, done:], torch.zeros(c, done, w)], 1)
+                norm = torch.cat([norm[done:], torch.zeros(done, w)], 0)
+                top = y
+            for x in xs:
+                p = self._tta(image[:, y : y + th, x : x + tw], flip, scales)
+                acc[:, y - top : y - top + th, x : x + tw] += p * weight
+                norm[y - top : y - top + th, x : x + tw] += weight
+            if k == len(ys) - 1:
+                yield top, acc / norm

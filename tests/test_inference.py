@@ -1,0 +1,103 @@
+"""Inference: overlap-tiled prediction in strips, TTA, any image size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from fcnseg.inference import Predictor, tile_positions, tile_weight
+from fcnseg.weights import Preprocess
+
+
+class PointwiseNet(nn.Module):
+    """A 1×1-conv 'segmenter': its output at a pixel depends on that pixel only, so any tiling
+    must reproduce whole-image inference exactly — a test of the blending and strip logic."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, classes, 1)
+        self.preprocess = Preprocess((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) * 3
+
+
+def _predictor() -> Predictor:
+    return Predictor(PointwiseNet(), ["a", "b", "c", "d"], [[0, 0, 0]] * 4)
+
+
+CASES = [((37, 53), 16, 5), ((64, 20), 17, 8), ((9, 100), 32, 0), ((50, 50), 49, 48)]
+
+
+@pytest.mark.parametrize(("size", "tile", "overlap"), CASES)
+def test_tiled_equals_whole_image(size: tuple[int, int], tile: int, overlap: int) -> None:
+    """Strips, flush last tiles, overlap 0 and overlap tile−1: all equal whole-image inference."""
+    p = _predictor()
+    image = torch.randint(0, 256, (3, *size), dtype=torch.uint8)
+    whole = p.probabilities(image)
+    tiled = p.probabilities(image, tile=tile, overlap=overlap)
+    assert tiled.shape == whole.shape == (4, *size)
+    torch.testing.assert_close(tiled, whole, rtol=1e-5, atol=1e-6)
+    assert torch.equal(p.predict(image, tile=tile, overlap=overlap), whole.argmax(0).byte())
+
+
+def test_tile_covering_the_image_is_whole_image_inference() -> None:
+    p = _predictor()
+    image = torch.rand(3, 30, 40)
+    torch.testing.assert_close(p.probabilities(image, tile=40), p.probabilities(image))
+
+
+def test_tiles_cover_every_pixel_and_blend_weights() -> None:
+    assert tile_positions(100, 32, 24) == [0, 24, 48, 68]
+    assert tile_positions(10, 32, 24) == [0]
+    w = tile_weight(8, 8, 3)
+    assert w[4, 4] == 1 and w[0, 0] == pytest.approx(1 / 16) and w.min() > 0
+    with pytest.raises(ValueError, match="overlap"):
+        _predictor().probabilities(torch.rand(3, 40, 40), tile=16, overlap=16)
+
+
+def test_tta_flip_and_scales() -> None:
+    """Flip TTA is exact for a flip-equivariant net; multi-scale returns full-size maps."""
+    p = _predictor()
+    image = torch.rand(3, 24, 31)
+    torch.testing.assert_close(p.probabilities(image, flip=True), p.probabilities(image))
+    ms = p.probabilities(image, scales=(0.75, 1.0, 1.25), flip=True)
+    assert ms.shape == (4, 24, 31)
+    torch.testing.assert_close(ms.sum(0), torch.ones(24, 31))
+
+
+def test_predictor_from_checkpoint_any_size(tmp_path) -> None:
+    """A saved FCN-8s checkpoint predicts 1×1, odd and tiled images; uint8 and [0, 1] inputs
+    give the same answer (the checkpoint's normalisation is applied)."""
+    from fcnseg.engine.checkpoint import save_checkpoint
+    from fcnseg.models import fcn8s
+
+    model = fcn8s(backbone="resnet18", num_classes=3)
+    with torch.no_grad():
+        for layer in (model.score_fr, *model.scorers.values()):
+            layer.weight.normal_(0, 0.1)
+    spec = {
+        "name": "fcn8s",
+        "backbone": "resnet18",
+        "num_classes": 3,
+        "mode": "exact",
+        "learnable_upsampling": True,
+        "at_once": False,
+    }
+    path = save_checkpoint(
+        tmp_path / "m.safetensors",
+        model,
+        model_spec=spec,
+        classes=["x", "y", "z"],
+        palette=[[0, 0, 0]] * 3,
+        ignore_index=255,
+    )
+    p = Predictor.from_checkpoint(path, device="cpu")
+    assert p.predict(torch.zeros(3, 1, 1, dtype=torch.uint8)).shape == (1, 1)
+    image = torch.randint(0, 256, (3, 97, 101), dtype=torch.uint8)
+    labels = p.predict(image, tile=64, overlap=16)
+    assert labels.shape == (97, 101) and labels.dtype == torch.uint8
+    torch.testing.assert_close(p.probabilities(image), p.probabilities(image.float() / 255))
+    torch.testing.assert_close(p.probabilities(image, tile=128), p.probabilities(image))
