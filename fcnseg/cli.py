@@ -116,6 +116,30 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from fcnseg.data.base import DataError
+    from fcnseg.engine.checkpoint import CheckpointError
+    from fcnseg.inference import Predictor, predict_paths
+
+    try:
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+        written = predict_paths(
+            predictor,
+            args.inputs,
+            args.out,
+            tile=args.tile,
+            overlap=args.overlap,
+            flip=args.tta,
+            scales=(0.75, 1.0, 1.25) if args.tta else (1.0,),
+            save_probabilities=args.probabilities,
+            progress=not args.no_progress,
+        )
+    except (CheckpointError, DataError, ValueError) as err:
+        raise SystemExit(f"fcnseg predict: {err}") from err
+    print(f"wrote {len(written)} label maps (+ overlays) to {args.out}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from fcnseg.demo import run_demo
 
@@ -165,6 +189,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_eval)
+
+    p = sub.add_parser("predict", help="label maps and overlays for images, any size")
+    p.add_argument("checkpoint", help="checkpoint file or run directory")
+    p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    p.add_argument("-o", "--out", required=True, help="output directory")
+    p.add_argument("--tile", type=int, help="overlap-tiled inference with this tile size (px)")
+    p.add_argument("--overlap", type=int, default=64, help="tile overlap in px (default 64)")
+    p.add_argument("--tta", action="store_true", help="flip + scales 0.75/1/1.25 averaging")
+    p.add_argument("--probabilities", action="store_true", help="also write NAME_probs.npy")
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_predict)
 
     p = sub.add_parser(
         "demo", help="train a small FCN-8s on generated shapes, then predict (a few minutes)"

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Predictor", "tile_positions", "tile_weight"]
+__all__ = ["Predictor", "expand_inputs", "predict_paths", "tile_positions", "tile_weight"]
 
 
 def tile_positions(size: int, tile: int, stride: int) -> list[int]:
@@ -155,3 +155,71 @@ class Predictor:
                 norm[y - top : y - top + th, x : x + tw] += weight
             if k == len(ys) - 1:
                 yield top, acc / norm
+
+
+def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files, folders (their images, sorted) and glob patterns → image paths, in order."""
+    import glob
+
+    from fcnseg.data.base import DataError
+    from fcnseg.data.io import IMAGE_EXTENSIONS
+
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+        elif p.is_file():
+            paths.append(p)
+        else:
+            matches = sorted(Path(m) for m in glob.glob(str(item), recursive=True))
+            if not matches:
+                raise DataError(f"input {item}: no such file, folder or matching files")
+            paths += [m for m in matches if m.is_file()]
+    if not paths:
+        raise DataError(f"no images found in {list(map(str, inputs))}")
+    return paths
+
+
+def predict_paths(
+    predictor: Predictor,
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    *,
+    tile: int | None = None,
+    overlap: int = 64,
+    flip: bool = False,
+    scales: Sequence[float] = (1.0,),
+    save_probabilities: bool = False,
+    progress: bool = True,
+) -> list[Path]:
+    """``fcnseg predict``: for every image write ``NAME.png`` (palette PNG of class indices),
+    ``NAME_overlay.png`` (colour overlay with legend) and, on request, ``NAME_probs.npy``
+    (C×H×W float16). Returns the label-map paths."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from fcnseg.data.io import read_image
+    from fcnseg.viz import save_label_png, save_overlay
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for path in tqdm(expand_inputs(inputs), desc="predict", disable=not progress):
+        image = read_image(path)
+        kwargs = {"tile": tile, "overlap": overlap, "flip": flip, "scales": scales}
+        if save_probabilities:
+            probs = predictor.probabilities(image, **kwargs)
+            labels = probs.argmax(0)
+            np.save(out / f"{path.stem}_probs.npy", probs.half().numpy())
+        else:
+            labels = predictor.predict(image, **kwargs)
+        label_path = out / f"{path.stem}.png"
+        save_label_png(label_path, labels.numpy(), predictor.palette)
+        rgb = image.permute(1, 2, 0).numpy()
+        save_overlay(
+            out / f"{path.stem}_overlay.png", rgb, labels.numpy(), predictor.palette,
+            predictor.classes,
+        )  # fmt: skip
+        written.append(label_path)
+    return written

@@ -101,3 +101,50 @@ def test_predictor_from_checkpoint_any_size(tmp_path) -> None:
     assert labels.shape == (97, 101) and labels.dtype == torch.uint8
     torch.testing.assert_close(p.probabilities(image), p.probabilities(image.float() / 255))
     torch.testing.assert_close(p.probabilities(image, tile=128), p.probabilities(image))
+
+
+def test_cli_predict_files_folders_globs(tmp_path) -> None:
+    """`fcnseg predict CKPT INPUT… -o DIR`: palette PNGs of class indices (equal to the Python
+    API's answer), overlays, probabilities; any image mode; clear error for missing input."""
+    import numpy as np
+    from PIL import Image
+
+    from fcnseg.cli import main
+    from fcnseg.engine.checkpoint import save_checkpoint
+    from fcnseg.models import fcn8s
+
+    model = fcn8s(backbone="resnet18", num_classes=3)
+    with torch.no_grad():
+        model.score_fr.weight.normal_(0, 0.1)
+    spec = {"name": "fcn8s", "backbone": "resnet18", "num_classes": 3, "mode": "exact"}
+    ckpt = save_checkpoint(
+        tmp_path / "m.safetensors",
+        model,
+        model_spec=spec,
+        classes=["x", "y", "z"],
+        palette=[[0, 0, 0], [255, 0, 0], [0, 255, 0]],
+        ignore_index=255,
+    )
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (33, 47, 3), dtype=np.uint8)).save(folder / "a.png")
+    Image.fromarray(rng.integers(0, 255, (20, 21), dtype=np.uint8), "L").save(folder / "b.jpg")
+    single = tmp_path / "c.png"
+    Image.fromarray(rng.integers(0, 255, (5, 7, 4), dtype=np.uint8), "RGBA").save(single)
+    out = tmp_path / "out"
+    args = ["predict", str(ckpt), str(folder), str(tmp_path / "*.png"), "-o", str(out)]
+    assert main([*args, "--tile", "16", "--overlap", "4", "--probabilities", "--no-progress"]) == 0
+    for stem, size in (("a", (47, 33)), ("b", (21, 20)), ("c", (7, 5))):
+        label = Image.open(out / f"{stem}.png")
+        assert label.mode == "P" and label.size == size
+        assert (out / f"{stem}_overlay.png").is_file()
+        assert np.load(out / f"{stem}_probs.npy").shape == (3, size[1], size[0])
+    from fcnseg.data.io import read_image
+
+    expected = Predictor.from_checkpoint(ckpt).predict(
+        read_image(folder / "a.png"), tile=16, overlap=4
+    )
+    assert np.array_equal(np.array(Image.open(out / "a.png")), expected.numpy())
+    with pytest.raises(SystemExit, match="no such file"):
+        main(["predict", str(ckpt), str(tmp_path / "missing.png"), "-o", str(out)])
