@@ -140,6 +140,18 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from fcnseg.engine.checkpoint import CheckpointError
+    from fcnseg.export import export_model
+
+    try:
+        path = export_model(args.checkpoint, args.out, fmt=args.format)
+    except (CheckpointError, ValueError) as err:
+        raise SystemExit(f"fcnseg export: {err}") from err
+    print(f"wrote {path}")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from fcnseg.demo import run_demo
 
@@ -201,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_predict)
+
+    p = sub.add_parser("export", help="ONNX (dynamic batch/height/width) or TorchScript")
+    p.add_argument("checkpoint", help="checkpoint file or run directory")
+    p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    p.add_argument("-o", "--out", required=True, help="output file")
+    p.set_defaults(func=_export)
 
     p = sub.add_parser(
         "demo", help="train a small FCN-8s on generated shapes, then predict (a few minutes)"

@@ -1,0 +1,81 @@
+"""Export: ONNX with dynamic batch/height/width matching PyTorch, TorchScript, metadata."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fcnseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from fcnseg.export import export_model, read_onnx_metadata
+from fcnseg.models import fcn8s
+
+onnxruntime = pytest.importorskip("onnxruntime")
+
+#: Max |ONNX Runtime − PyTorch| allowed on logits of magnitude ~1 (float32 op reordering).
+TOLERANCE = 1e-4
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    model = fcn8s(backbone="resnet18", num_classes=3)
+    with torch.no_grad():
+        for layer in (model.score_fr, *model.scorers.values()):
+            layer.weight.normal_(0, 0.1)
+    spec = {"name": "fcn8s", "backbone": "resnet18", "num_classes": 3, "mode": "exact"}
+    return save_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "m.safetensors",
+        model,
+        model_spec=spec,
+        classes=["bg", "a", "b"],
+        palette=[[0, 0, 0], [255, 0, 0], [0, 0, 255]],
+        ignore_index=255,
+    )
+
+
+def test_onnx_dynamic_shapes_match_pytorch(checkpoint: Path, tmp_path: Path) -> None:
+    """One ONNX file runs at batch 1 and 2 and at 67×45, 31×33, 100×101 and 1×1 with outputs
+    within 1e-4 of PyTorch's, and carries class names and normalisation."""
+    path = export_model(checkpoint, tmp_path / "m.onnx", fmt="onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    model = load_checkpoint(checkpoint).build_model().eval()
+    for batch, size in [(1, (67, 45)), (2, (31, 33)), (1, (100, 101)), (2, (1, 1))]:
+        x = torch.randn(batch, 3, *size)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = session.run(None, {"images": x.numpy()})[0]
+        assert got.shape == expected.shape == (batch, 3, *size)
+        assert np.abs(got - expected).max() < TOLERANCE, size
+    meta = read_onnx_metadata(path)
+    assert meta["classes"] == ["bg", "a", "b"]
+    assert meta["preprocess"]["mean"] == pytest.approx([0.485, 0.456, 0.406])
+
+
+def test_torchscript_export_generalises(checkpoint: Path, tmp_path: Path) -> None:
+    path = export_model(checkpoint, tmp_path / "m.pt", fmt="torchscript")
+    files = {"fcnseg.classes": ""}
+    scripted = torch.jit.load(str(path), _extra_files=files)
+    classes = files["fcnseg.classes"]
+    assert (classes.decode() if isinstance(classes, bytes) else classes) == '["bg", "a", "b"]'
+    model = load_checkpoint(checkpoint).build_model().eval()
+    x = torch.randn(1, 3, 53, 71)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_export_rejects_unknown_format(checkpoint: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="onnx"):
+        export_model(checkpoint, tmp_path / "m.x", fmt="tflite")
+
+
+def test_cli_export(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fcnseg.cli import main
+
+    out = tmp_path / "m.ts"
+    assert main(["export", str(checkpoint), "--format", "torchscript", "-o", str(out)]) == 0
+    assert out.stat().st_size > 1_000_000 and str(out) in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["export", str(tmp_path / "none.safetensors"), "-o", str(out)])
