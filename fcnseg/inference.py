@@ -19,7 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Predictor", "expand_inputs", "predict_paths", "tile_positions", "tile_weight"]
+__all__ = [
+    "OnnxModel",
+    "Predictor",
+    "expand_inputs",
+    "predict_paths",
+    "tile_positions",
+    "tile_weight",
+]
 
 
 def tile_positions(size: int, tile: int, stride: int) -> list[int]:
@@ -43,6 +50,22 @@ def tile_weight(height: int, width: int, overlap: int) -> torch.Tensor:
     return ramp(height)[:, None] * ramp(width)[None, :]
 
 
+class OnnxModel:
+    """An exported ONNX FCN behind the same interface as the PyTorch model (ONNX Runtime, CPU)."""
+
+    def __init__(self, path: str | Path, preprocess: dict) -> None:
+        import onnxruntime
+
+        from fcnseg.weights import Preprocess
+
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.preprocess = Preprocess.from_dict(preprocess)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        (logits,) = self.session.run(None, {"images": images.float().cpu().numpy()})
+        return torch.from_numpy(logits)
+
+
 @dataclass
 class Predictor:
     """A model with its preprocessing, class names and palette, ready to predict images."""
@@ -54,8 +77,15 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Predictor:
-        """Load an fcnseg checkpoint (file or run directory)."""
+        """Load an fcnseg checkpoint (file or run directory) or an exported ``.onnx`` file
+        (run with ONNX Runtime)."""
         from fcnseg.engine.checkpoint import load_checkpoint
+
+        if str(path).endswith(".onnx"):
+            from fcnseg.export import read_onnx_metadata
+
+            meta = read_onnx_metadata(path)
+            return cls(OnnxModel(path, meta["preprocess"]), meta["classes"], meta["palette"])
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
