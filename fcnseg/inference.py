@@ -29,6 +29,11 @@ __all__ = [
 ]
 
 
+def _as_float(image: torch.Tensor) -> torch.Tensor:
+    """uint8 → float in [0, 1]; float images pass through."""
+    return image.float() / 255 if image.dtype == torch.uint8 else image
+
+
 def tile_positions(size: int, tile: int, stride: int) -> list[int]:
     """Start offsets covering ``size`` with windows of ``tile`` at ``stride`` (last one flush)."""
     if tile >= size:
@@ -156,11 +161,9 @@ class Predictor:
         """Finished rows of probabilities, top to bottom, as ``(first row, C×rows×W)``."""
         if image.dim() != 3 or image.shape[0] != 3:
             raise ValueError(f"expected a 3×H×W image, got shape {tuple(image.shape)}")
-        if image.dtype == torch.uint8:  # resizing and tiling work in [0, 1] floats
-            image = image.float() / 255
         h, w = image.shape[-2:]
         if tile is None or (tile >= h and tile >= w):
-            yield 0, self._tta(image, flip, scales)
+            yield 0, self._tta(_as_float(image), flip, scales)
             return
         if not 0 <= overlap < tile:
             raise ValueError(f"overlap must be in [0, tile), got {overlap} for tile {tile}")
@@ -180,7 +183,8 @@ class Predictor:
                 norm = torch.cat([norm[done:], torch.zeros(done, w)], 0)
                 top = y
             for x in xs:
-                p = self._tta(image[:, y : y + th, x : x + tw], flip, scales)
+                # Converted per tile: a huge uint8 image is never copied to float whole.
+                p = self._tta(_as_float(image[:, y : y + th, x : x + tw]), flip, scales)
                 acc[:, y - top : y - top + th, x : x + tw] += p * weight
                 norm[y - top : y - top + th, x : x + tw] += weight
             if k == len(ys) - 1:
