@@ -10,6 +10,7 @@ import torch
 from fcnseg.config import load_config
 from fcnseg.data.registry import build_dataset
 from fcnseg.data.transforms import eval_transforms
+from fcnseg.engine.evaluate import jsonable
 from fcnseg.engine.trainer import Trainer
 from fcnseg.metrics import ConfusionMatrix
 
@@ -50,7 +51,7 @@ def run_demo(out: Path, *, iterations: int | None = None, progress: bool = True)
                 pred_dir / f"{test.name(i)}.png", rgb, pred.numpy(), test.palette, test.classes
             )
     test_metrics = matrix.compute(trainer.classes)
-    (pred_dir / "metrics.json").write_text(json.dumps(test_metrics, indent=2) + "\n")
+    (pred_dir / "metrics.json").write_text(json.dumps(jsonable(test_metrics), indent=2) + "\n")
     print(f"\nval mean IU {result.metrics['mean_iu']:.4f} (iteration {result.iteration})")
     print(f"test mean IU {test_metrics['mean_iu']:.4f} on {len(test)} held-out images")
     print(f"training run:  {run_dir}  (log.csv, curves.png, metrics.json, checkpoints/)")

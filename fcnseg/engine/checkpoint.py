@@ -78,9 +78,11 @@ class Checkpoint:
 
         spec = dict(self.model)
         name = spec.pop("name")
-        model = build_model(name, **spec)
+        # Built on the meta device (no random init to overwrite), then given these tensors.
+        with torch.device("meta"):
+            model = build_model(name, **spec)
         try:
-            model.load_state_dict(self.state_dict)
+            model.load_state_dict(self.state_dict, assign=True)
         except RuntimeError as err:
             raise CheckpointError(f"{self.path}: weights do not fit the model: {err}") from err
         model.preprocess = Preprocess.from_dict(self.preprocess)

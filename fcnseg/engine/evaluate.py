@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from fcnseg.metrics import ConfusionMatrix
 
-__all__ = ["autocast", "evaluate", "format_metrics", "write_report"]
+__all__ = ["autocast", "evaluate", "format_metrics", "jsonable", "write_report"]
 
 
 def autocast(device: torch.device, amp: str | None) -> contextlib.AbstractContextManager:
@@ -93,20 +93,21 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     metrics = matrix.compute(class_names)
     payload = {**metrics, **(extra or {})}
-    (out / "metrics.json").write_text(json.dumps(_jsonable(payload), indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(jsonable(payload), indent=2) + "\n")
     plot_confusion(out / "confusion.png", matrix.matrix.cpu().numpy(), class_names)
     iu = {k: (0.0 if v is None or v != v else float(v)) for k, v in metrics["per_class_iu"].items()}
     plot_per_class_iou(out / "per_class_iou.png", iu)
     return metrics
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """Metrics as strict JSON: tensors to lists, NaN (classes never seen) to null."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, torch.Tensor):
-        return _jsonable(value.tolist())
+        return jsonable(value.tolist())
     if isinstance(value, float) and value != value:
         return None
     return value
