@@ -236,7 +236,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
-    return args.func(args)
+    try:
+        return args.func(args)
+    finally:
+        # Leave torchrun's process group cleanly: gloo aborts at exit if it is still alive.
+        from fcnseg.engine.distributed import cleanup
+
+        cleanup()
 
 
 if __name__ == "__main__":
