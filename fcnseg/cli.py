@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from fcnseg.crf import CRFParams
     from fcnseg.models import FCN
 
 __all__ = ["main"]
+
+TTA_SCALES = (0.75, 1.0, 1.25)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -110,10 +113,36 @@ def _eval(args: argparse.Namespace) -> int:
             save_panels=args.save_panels,
             device=args.device,
             progress=not args.no_progress,
+            flip=args.tta,
+            scales=TTA_SCALES if args.tta else (1.0,),
+            crf=_crf(args),
         )
     except (CheckpointError, ConfigError) as err:
         raise SystemExit(f"fcnseg eval: {err}") from err
     return 0
+
+
+def _crf(args: argparse.Namespace) -> CRFParams | None:
+    if not args.crf:
+        return None
+    from fcnseg.crf import CRFParams
+
+    return CRFParams(
+        iterations=args.crf_iterations,
+        bilateral_sxy=args.crf_sxy,
+        bilateral_srgb=args.crf_srgb,
+        bilateral_weight=args.crf_weight,
+    )
+
+
+def _add_refine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tta", action="store_true", help="average flip × scales 0.75/1/1.25")
+    p.add_argument("--crf", action="store_true", help="refine with a fully connected CRF")
+    g = p.add_argument_group("CRF (with --crf; defaults: DeepLab's)")
+    g.add_argument("--crf-iterations", type=int, default=5, help="mean-field steps (5)")
+    g.add_argument("--crf-sxy", type=float, default=80.0, help="bilateral width, px (80)")
+    g.add_argument("--crf-srgb", type=float, default=13.0, help="bilateral colour width (13)")
+    g.add_argument("--crf-weight", type=float, default=10.0, help="bilateral weight (10)")
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -130,7 +159,8 @@ def _predict(args: argparse.Namespace) -> int:
             tile=args.tile,
             overlap=args.overlap,
             flip=args.tta,
-            scales=(0.75, 1.0, 1.25) if args.tta else (1.0,),
+            scales=TTA_SCALES if args.tta else (1.0,),
+            crf=_crf(args),
             save_probabilities=args.probabilities,
             progress=not args.no_progress,
         )
@@ -198,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="write N image | ground truth | prediction panels",
     )
+    _add_refine_args(p)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_eval)
@@ -208,8 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", required=True, help="output directory")
     p.add_argument("--tile", type=int, help="overlap-tiled inference with this tile size (px)")
     p.add_argument("--overlap", type=int, default=64, help="tile overlap in px (default 64)")
-    p.add_argument("--tta", action="store_true", help="flip + scales 0.75/1/1.25 averaging")
     p.add_argument("--probabilities", action="store_true", help="also write NAME_probs.npy")
+    _add_refine_args(p)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_predict)

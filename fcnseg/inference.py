@@ -1,4 +1,5 @@
-"""Inference: class probabilities for any image size, overlap-tiled for huge images, with TTA.
+"""Inference: class probabilities for any image size, overlap-tiled for huge images, with TTA
+and optional dense-CRF refinement.
 
     from fcnseg.inference import Predictor
     predictor = Predictor.from_checkpoint("runs/camvid")
@@ -11,13 +12,15 @@ finalised as soon as the strip moves on.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from fcnseg.crf import CRFParams, dense_crf
 
 __all__ = [
     "OnnxModel",
@@ -26,12 +29,45 @@ __all__ = [
     "predict_paths",
     "tile_positions",
     "tile_weight",
+    "tta_probabilities",
 ]
 
 
 def _as_float(image: torch.Tensor) -> torch.Tensor:
     """uint8 → float in [0, 1]; float images pass through."""
     return image.float() / 255 if image.dtype == torch.uint8 else image
+
+
+def tta_probabilities(
+    logits_fn: Callable[[torch.Tensor], torch.Tensor],
+    images: torch.Tensor,
+    *,
+    flip: bool = False,
+    scales: Sequence[float] = (1.0,),
+) -> torch.Tensor:
+    """Test-time augmentation: the mean of the softmax over horizontal flips and rescalings.
+
+    ``logits_fn`` maps a B×3×h×w batch (float in [0, 1]) to B×C×h×w logits; each scale's
+    probabilities are resized back to the input size (bilinear) before averaging. With
+    ``flip=False, scales=(1,)`` this is just ``softmax(logits_fn(images))``."""
+    if not scales:
+        raise ValueError("scales must name at least one scale, e.g. (1.0,)")
+    h, w = images.shape[-2:]
+    total: torch.Tensor | None = None
+    count = 0
+    for s in scales:
+        x = images
+        if s != 1.0:
+            size = (max(1, round(h * s)), max(1, round(w * s)))
+            x = F.interpolate(images.float(), size=size, mode="bilinear", antialias=s < 1)
+        for flipped in (False, True) if flip else (False,):
+            p = logits_fn(x.flip(-1) if flipped else x).float().softmax(1)
+            p = p.flip(-1) if flipped else p
+            if p.shape[-2:] != (h, w):
+                p = F.interpolate(p, size=(h, w), mode="bilinear", align_corners=False)
+            total = p if total is None else total + p
+            count += 1
+    return total / count  # type: ignore[operator]
 
 
 def tile_positions(size: int, tile: int, stride: int) -> list[int]:
@@ -100,29 +136,15 @@ class Predictor:
         return cls(model, list(ckpt.classes), [list(c) for c in ckpt.palette], dev)
 
     @torch.no_grad()
-    def _probs(self, image: torch.Tensor) -> torch.Tensor:
-        x = self.model.preprocess(image[None].to(self.device))
-        return self.model(x).softmax(1)[0].float().cpu()
+    def _logits(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(self.model.preprocess(images.to(self.device))).float().cpu()
 
-    def _tta(self, image: torch.Tensor, flip: bool, scales: Sequence[float]) -> torch.Tensor:
-        h, w = image.shape[-2:]
-        total = torch.zeros(0)
-        count = 0
-        for s in scales:
-            img = image
-            if s != 1.0:
-                size = (max(1, round(h * s)), max(1, round(w * s)))
-                img = F.interpolate(
-                    image[None].float(), size=size, mode="bilinear", antialias=s < 1
-                )[0]
-            for flipped in (False, True) if flip else (False,):
-                p = self._probs(img.flip(-1) if flipped else img)
-                p = p.flip(-1) if flipped else p
-                if p.shape[-2:] != (h, w):
-                    p = F.interpolate(p[None], size=(h, w), mode="bilinear", align_corners=False)[0]
-                total = p if count == 0 else total + p
-                count += 1
-        return total / count
+    def _tile(
+        self, image: torch.Tensor, flip: bool, scales: Sequence[float], crf: CRFParams | None
+    ) -> torch.Tensor:
+        """Probabilities of one tile (or the whole image): TTA, then the CRF if asked."""
+        p = tta_probabilities(self._logits, image[None], flip=flip, scales=scales)[0]
+        return dense_crf(image, p, crf) if crf is not None else p
 
     def probabilities(
         self,
@@ -132,9 +154,14 @@ class Predictor:
         overlap: int = 64,
         flip: bool = False,
         scales: Sequence[float] = (1.0,),
+        crf: CRFParams | None = None,
     ) -> torch.Tensor:
-        """C×H×W class probabilities of ``image`` (3×H×W, uint8 or float in [0, 1])."""
-        return torch.cat([p for _, p in self._rows(image, tile, overlap, flip, scales)], 1)
+        """C×H×W class probabilities of ``image`` (3×H×W, uint8 or float in [0, 1]).
+
+        ``tile``: overlap-tiled inference (memory bounded by the tile); ``flip``/``scales``:
+        test-time augmentation; ``crf``: dense-CRF refinement (of each tile when tiled)."""
+        rows = self._rows(image, tile, overlap, flip, scales, crf)
+        return torch.cat([p for _, p in rows], 1)
 
     def predict(
         self,
@@ -144,11 +171,13 @@ class Predictor:
         overlap: int = 64,
         flip: bool = False,
         scales: Sequence[float] = (1.0,),
+        crf: CRFParams | None = None,
     ) -> torch.Tensor:
-        """H×W class indices (uint8 when fewer than 256 classes); memory bounded by the tile."""
+        """H×W class indices (uint8 when fewer than 256 classes); options as
+        :meth:`probabilities`."""
         dtype = torch.uint8 if len(self.classes) < 256 else torch.int64
-        rows = [p.argmax(0).to(dtype) for _, p in self._rows(image, tile, overlap, flip, scales)]
-        return torch.cat(rows, 0)
+        rows = self._rows(image, tile, overlap, flip, scales, crf)
+        return torch.cat([p.argmax(0).to(dtype) for _, p in rows], 0)
 
     def _rows(
         self,
@@ -157,13 +186,14 @@ class Predictor:
         overlap: int,
         flip: bool,
         scales: Sequence[float],
+        crf: CRFParams | None,
     ) -> Iterator[tuple[int, torch.Tensor]]:
         """Finished rows of probabilities, top to bottom, as ``(first row, C×rows×W)``."""
         if image.dim() != 3 or image.shape[0] != 3:
             raise ValueError(f"expected a 3×H×W image, got shape {tuple(image.shape)}")
         h, w = image.shape[-2:]
         if tile is None or (tile >= h and tile >= w):
-            yield 0, self._tta(_as_float(image), flip, scales)
+            yield 0, self._tile(_as_float(image), flip, scales, crf)
             return
         if not 0 <= overlap < tile:
             raise ValueError(f"overlap must be in [0, tile), got {overlap} for tile {tile}")
@@ -184,7 +214,7 @@ class Predictor:
                 top = y
             for x in xs:
                 # Converted per tile: a huge uint8 image is never copied to float whole.
-                p = self._tta(_as_float(image[:, y : y + th, x : x + tw]), flip, scales)
+                p = self._tile(_as_float(image[:, y : y + th, x : x + tw]), flip, scales, crf)
                 acc[:, y - top : y - top + th, x : x + tw] += p * weight
                 norm[y - top : y - top + th, x : x + tw] += weight
             if k == len(ys) - 1:
@@ -224,6 +254,7 @@ def predict_paths(
     overlap: int = 64,
     flip: bool = False,
     scales: Sequence[float] = (1.0,),
+    crf: CRFParams | None = None,
     save_probabilities: bool = False,
     progress: bool = True,
 ) -> list[Path]:
@@ -241,7 +272,7 @@ def predict_paths(
     written = []
     for path in tqdm(expand_inputs(inputs), desc="predict", disable=not progress):
         image = read_image(path)
-        kwargs = {"tile": tile, "overlap": overlap, "flip": flip, "scales": scales}
+        kwargs = {"tile": tile, "overlap": overlap, "flip": flip, "scales": scales, "crf": crf}
         if save_probabilities:
             probs = predictor.probabilities(image, **kwargs)
             labels = probs.argmax(0)

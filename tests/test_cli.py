@@ -63,6 +63,12 @@ def test_cli_train_eval_demo(tmp_path, capsys: pytest.CaptureFixture[str]) -> No
                                             "bar"}  # fmt: skip
     for name in ("confusion.png", "per_class_iou.png", "panels.png"):
         assert (out / name).stat().st_size > 0
+    refined = tmp_path / "eval-refined"
+    assert main(["eval", str(run), "-o", str(refined), "--tta", "--crf", "--no-progress"]) == 0
+    capsys.readouterr()
+    metrics = json.loads((refined / "metrics.json").read_text())
+    assert metrics["tta"] == {"flip": True, "scales": [0.75, 1.0, 1.25]}
+    assert metrics["crf"]["iterations"] == 5 and 0 <= metrics["mean_iu"] <= 1
     with pytest.raises(SystemExit, match="does not exist"):
         main(["eval", str(tmp_path / "missing.safetensors")])
 

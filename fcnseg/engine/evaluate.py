@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from fcnseg.crf import CRFParams, dense_crf
+from fcnseg.inference import tta_probabilities
 from fcnseg.metrics import ConfusionMatrix
 
 __all__ = ["autocast", "evaluate", "format_metrics", "jsonable", "write_report"]
@@ -36,10 +39,16 @@ def evaluate(
     channels_last: bool = False,
     progress: bool = True,
     keep: int = 0,
+    flip: bool = False,
+    scales: Sequence[float] = (1.0,),
+    crf: CRFParams | None = None,
 ) -> tuple[ConfusionMatrix, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
     """Predict every batch of ``loader`` and accumulate one confusion matrix (all-reduced
     across processes when distributed). Also returns the first ``keep`` (image, target,
-    prediction) triples for panels."""
+    prediction) triples for panels.
+
+    ``flip``/``scales``: test-time augmentation (applied to the padded batch); ``crf``:
+    dense-CRF refinement of each image's probabilities (on the CPU)."""
     net = getattr(model, "module", model)
     was_training = model.training
     model.eval()
@@ -48,12 +57,24 @@ def evaluate(
     for images, masks in tqdm(loader, desc="eval", leave=False, disable=not progress):
         images = images.to(device, non_blocking=True)
         masks = masks.to(device, non_blocking=True)
-        x = net.preprocess(images)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp):
-            logits = model(x)
-        pred = logits.argmax(1)
+
+        def logits_fn(batch: torch.Tensor) -> torch.Tensor:
+            x = net.preprocess(batch)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast(device, amp):
+                return model(x)
+
+        if flip or tuple(scales) != (1.0,) or crf is not None:
+            probs = tta_probabilities(logits_fn, images, flip=flip, scales=scales)
+            if crf is not None:
+                refined = [
+                    dense_crf(i, p, crf) for i, p in zip(images.cpu(), probs.cpu(), strict=True)
+                ]
+                probs = torch.stack(refined).to(device)
+            pred = probs.argmax(1)
+        else:
+            pred = logits_fn(images).argmax(1)
         matrix.update(pred, masks)
         for i in range(min(keep - len(kept), len(images))):
             kept.append((images[i].cpu(), masks[i].cpu(), pred[i].cpu()))
@@ -123,6 +144,9 @@ def run_evaluation(
     save_panels: int = 0,
     device: str = "auto",
     progress: bool = True,
+    flip: bool = False,
+    scales: Sequence[float] = (1.0,),
+    crf: CRFParams | None = None,
 ) -> dict[str, Any]:
     """``fcnseg eval``: evaluate a checkpoint on a split of the data its config names.
 
@@ -171,6 +195,9 @@ def run_evaluation(
         amp=cfg.train.amp,
         progress=progress and dist.is_main,
         keep=save_panels,
+        flip=flip,
+        scales=scales,
+        crf=crf,
     )
     out = Path(out_dir) if out_dir else ckpt.path.parent / f"eval-{split}"
     if not dist.is_main:
@@ -179,7 +206,13 @@ def run_evaluation(
         out,
         matrix,
         ckpt.classes,
-        extra={"checkpoint": str(ckpt.path), "split": split, "images": len(dataset)},
+        extra={
+            "checkpoint": str(ckpt.path),
+            "split": split,
+            "images": len(dataset),
+            "tta": {"flip": flip, "scales": list(scales)},
+            "crf": crf.as_dict() if crf is not None else None,
+        },
     )
     if kept:
         from fcnseg.viz import save_panels as write_panels
