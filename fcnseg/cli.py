@@ -182,6 +182,33 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from fcnseg.engine.checkpoint import CheckpointError
+    from fcnseg.inference import Predictor
+    from fcnseg.serve.app import PredictOptions, ServeLimits, run_server
+
+    try:
+        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    except (CheckpointError, ValueError) as err:
+        raise SystemExit(f"fcnseg serve: {err}") from err
+    limits = ServeLimits(
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        max_pixels=args.max_pixels,
+        max_concurrent=args.max_concurrent,
+        max_queue=args.max_queue,
+    )
+    options = PredictOptions(
+        tile=args.tile,
+        overlap=args.overlap,
+        flip=args.tta,
+        scales=TTA_SCALES if args.tta else (1.0,),
+        crf=_crf(args),
+    )
+    print(f"fcnseg serve: http://{args.host}:{args.port}/  (API docs at /docs; Ctrl-C stops)")
+    run_server(predictor, host=args.host, port=args.port, limits=limits, options=options)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from fcnseg.demo import run_demo
 
@@ -250,6 +277,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument("-o", "--out", required=True, help="output file")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("serve", help="HTTP API + web page: upload an image, see the overlay")
+    p.add_argument("checkpoint", help="checkpoint file, run directory or exported .onnx")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--max-upload-mb", type=float, default=20.0, help="413 beyond (default 20)")
+    p.add_argument("--max-pixels", type=int, default=40_000_000, help="413 beyond (default 40M)")
+    p.add_argument("--max-concurrent", type=int, default=1, help="inferences at once (1)")
+    p.add_argument("--max-queue", type=int, default=8, help="requests waiting; 503 beyond (8)")
+    p.add_argument("--tile", type=int, help="overlap-tiled inference with this tile size (px)")
+    p.add_argument("--overlap", type=int, default=64, help="tile overlap in px (default 64)")
+    _add_refine_args(p)
+    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    p.set_defaults(func=_serve)
 
     p = sub.add_parser(
         "demo", help="train a small FCN-8s on generated shapes, then predict (a few minutes)"

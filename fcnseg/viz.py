@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "colorize",
+    "label_image",
     "overlay",
     "plot_confusion",
     "plot_curves",
@@ -151,13 +152,12 @@ def overlay(
     return out.astype(np.uint8)
 
 
-def save_label_png(
-    path: str | Path,
+def label_image(
     mask: ArrayLike,
     palette: Sequence[Sequence[int]],
     ignore_index: int = IGNORE_INDEX,
-) -> Path:
-    """Write ``mask`` as a palette-mode ("P") PNG: pixel values are the class indices, the
+) -> Image.Image:
+    """``mask`` as a palette-mode ("P") PIL image: pixel values are the class indices, the
     attached palette colours them (the VOC label format); other entries, 255 included, are black.
     """
     m = _mask_array(mask)
@@ -171,8 +171,18 @@ def save_label_png(
     table[: len(pal)] = pal
     img = Image.fromarray(m.astype(np.uint8))
     img.putpalette(table.ravel().tolist())  # an "L" image with a palette becomes "P"
+    return img
+
+
+def save_label_png(
+    path: str | Path,
+    mask: ArrayLike,
+    palette: Sequence[Sequence[int]],
+    ignore_index: int = IGNORE_INDEX,
+) -> Path:
+    """Write ``mask`` as a palette PNG of class indices (see :func:`label_image`)."""
     path = _prepare(path)
-    img.save(path)
+    label_image(mask, palette, ignore_index).save(path)
     return path
 
 

@@ -19,6 +19,7 @@ Conventions shared by every dataset:
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -101,13 +102,22 @@ def _check_file(path: Path, what: str) -> None:
 
 
 @contextlib.contextmanager
-def _open(path: PathLike, what: str, max_pixels: int | None) -> Iterator[Image.Image]:
-    """Open, fully decode and EXIF-orient an image; any failure becomes a :class:`DataError`."""
-    path = Path(path)
-    _check_file(path, what)
+def _open(
+    source: PathLike | bytes, what: str, max_pixels: int | None, name: str | None = None
+) -> Iterator[Image.Image]:
+    """Open, fully decode and EXIF-orient an image (a file, or encoded bytes called ``name`` in
+    messages); any failure becomes a :class:`DataError`."""
+    if isinstance(source, bytes):
+        path: Path | str = name or "<bytes>"
+        if not source:
+            raise DataError(f"{what} file {path} is empty (0 bytes)")
+        opened: PathLike | io.BytesIO = io.BytesIO(source)
+    else:
+        path = opened = Path(source)
+        _check_file(path, what)
     limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
     try:
-        with _pil_limit(limit), Image.open(path) as im:
+        with _pil_limit(limit), Image.open(opened) as im:
             width, height = im.size
             if limit is not None and width * height > limit:
                 raise DataError(
@@ -135,7 +145,7 @@ def _open(path: PathLike, what: str, max_pixels: int | None) -> Iterator[Image.I
         raise _decode_error(what, path, exc) from exc
 
 
-def _decode_error(what: str, path: Path, exc: Exception) -> DataError:
+def _decode_error(what: str, path: Path | str, exc: Exception) -> DataError:
     reason = str(exc) or type(exc).__name__
     if "truncated" in reason:
         reason = f"the file is truncated ({reason})"
@@ -147,8 +157,11 @@ def _sixteen_to_eight(array: np.ndarray) -> np.ndarray:
     return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
 
 
-def read_image(path: PathLike, *, max_pixels: int | None = None) -> tv_tensors.Image:
-    """Read an image file as an ``Image`` (uint8, 3×H×W, RGB, EXIF orientation applied).
+def read_image(
+    path: PathLike | bytes, *, max_pixels: int | None = None, name: str | None = None
+) -> tv_tensors.Image:
+    """Read an image file (or its encoded ``bytes``, called ``name`` in error messages) as an
+    ``Image`` (uint8, 3×H×W, RGB, EXIF orientation applied).
 
     Modes: RGB as is; ``1``/L/P/CMYK/YCbCr converted by PIL; RGBA/LA/PA: alpha dropped (not
     composited); 16-bit grey (``I;16*``) scaled by its bit depth, ``round(v · 255 / 65535)``; 32-bit
@@ -157,7 +170,9 @@ def read_image(path: PathLike, *, max_pixels: int | None = None) -> tv_tensors.I
     16-bit image whose data use fewer bits (e.g. 12-bit microscopy) therefore comes out dark;
     stretch such data before training. ``max_pixels``: see the module docstring.
     """
-    with _open(path, "image", max_pixels) as im:
+    with _open(path, "image", max_pixels, name) as im:
+        if isinstance(path, bytes):
+            path = name or "<bytes>"  # type: ignore[assignment]  # for the messages below
         mode = im.mode
         if mode in _SIXTEEN_BIT or mode == "I":
             grey = np.array(im)

@@ -1,0 +1,286 @@
+"""The HTTP service: FastAPI endpoints, upload limits and bounded concurrent inference.
+
+Endpoints
+    ``GET /``          the web page (choose or drop an image, overlay, legend, opacity, download)
+    ``GET /health``    ``{"status": "ok", ...}`` with the model and the current load
+    ``GET /classes``   ``{"classes": [{"index", "name", "color"}, ...]}``
+    ``POST /predict``  an image (multipart form field ``image``, or a raw ``image/*`` body) →
+                       the label map as a palette PNG of class indices (default), or with
+                       ``?format=json`` its size and class histogram
+
+Limits (:class:`ServeLimits`): a body over ``max_upload_bytes`` → 413 (checked from
+``Content-Length`` before reading, and while reading); a body that is not an image upload →
+415; an undecodable image → 400 naming what is wrong; more than ``max_pixels`` → 413; more
+than ``max_concurrent`` inferences running and ``max_queue`` waiting → 503 with
+``Retry-After``. Any other failure is a 500 with a message; the server keeps running.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import anyio
+import numpy as np
+import torch
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from fcnseg import __version__
+from fcnseg.crf import CRFParams
+from fcnseg.data.base import DataError
+from fcnseg.data.io import read_image
+from fcnseg.inference import Predictor
+from fcnseg.viz import label_image
+
+__all__ = ["ServeLimits", "create_app", "run_server"]
+
+log = logging.getLogger("fcnseg.serve")
+
+#: Content types accepted for a raw (non-multipart) body, and for the file part of a form.
+_GENERIC_TYPES = {"application/octet-stream", ""}
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """What one server accepts: upload size, image size, and how much work at once."""
+
+    max_upload_bytes: int = 20 * 1024 * 1024
+    max_pixels: int = 40_000_000
+    max_concurrent: int = 1
+    max_queue: int = 8
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    """How each upload is predicted (the ``fcnseg predict`` options)."""
+
+    tile: int | None = None
+    overlap: int = 64
+    flip: bool = False
+    scales: Sequence[float] = (1.0,)
+    crf: CRFParams | None = None
+
+
+class _Admission:
+    """Counts requests admitted to inference (running + waiting); refuses beyond the bound."""
+
+    def __init__(self, limits: ServeLimits) -> None:
+        self.limits = limits
+        self.admitted = 0
+        self.running = 0
+        self.served = 0
+        self.lock = threading.Lock()
+        self.slots = anyio.Semaphore(limits.max_concurrent)
+
+    def try_enter(self) -> bool:
+        with self.lock:
+            if self.admitted >= self.limits.max_concurrent + self.limits.max_queue:
+                return False
+            self.admitted += 1
+            return True
+
+    def leave(self) -> None:
+        with self.lock:
+            self.admitted -= 1
+
+
+def _is_image_type(content_type: str) -> bool:
+    return content_type.startswith("image/") or content_type in _GENERIC_TYPES
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) as soon as it exceeds ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"upload is {int(declared):,} bytes; the limit is {limit:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise HTTPException(413, f"upload exceeds the limit of {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _upload(request: Request, limit: int) -> tuple[bytes, str]:
+    """The uploaded image's bytes and name, from a multipart form or a raw ``image/*`` body."""
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    multipart = content_type == "multipart/form-data"
+    if not multipart and not _is_image_type(content_type):
+        raise HTTPException(
+            415, f"send an image (multipart form field 'image' or an image/* body), not "
+            f"{content_type or 'a body without Content-Type'}",
+        )  # fmt: skip
+    body = await _read_body(request, limit)
+    if not multipart:
+        return body, "upload"
+
+    sent = False
+
+    async def replay() -> dict[str, Any]:
+        nonlocal sent
+        if sent:
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=4, max_fields=16)
+    except Exception as exc:  # malformed multipart
+        raise HTTPException(400, f"malformed multipart upload: {exc}") from None
+    files = [v for v in form.values() if not isinstance(v, str)]
+    part = form.get("image") if not isinstance(form.get("image"), str) else None
+    part = part or (files[0] if files else None)
+    if part is None:
+        raise HTTPException(400, "the form has no file; send the image in the field 'image'")
+    part_type = (part.content_type or "").split(";")[0].strip().lower()  # type: ignore[union-attr]
+    name = f"upload {part.filename!r}" if part.filename else "upload"  # type: ignore[union-attr]
+    if not _is_image_type(part_type):
+        raise HTTPException(415, f"{name} is {part_type}, not an image")
+    return await part.read(), name  # type: ignore[union-attr]
+
+
+def create_app(
+    predictor: Predictor,
+    *,
+    limits: ServeLimits | None = None,
+    options: PredictOptions | None = None,
+    title: str = "fcnseg",
+) -> FastAPI:
+    """A FastAPI app serving ``predictor`` (see the module docstring for the endpoints)."""
+    limits = limits or ServeLimits()
+    options = options or PredictOptions()
+    admission = _Admission(limits)
+    palette = [list(map(int, c)) for c in predictor.palette]
+    classes = [
+        {"index": i, "name": name, "color": palette[i] if i < len(palette) else [0, 0, 0]}
+        for i, name in enumerate(predictor.classes)
+    ]
+    page = resources.files("fcnseg.serve").joinpath("page.html").read_text(encoding="utf-8")
+
+    app = FastAPI(title=title, version=__version__, docs_url="/docs", redoc_url=None)
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> str:
+        return page
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "version": __version__,
+            "num_classes": len(classes),
+            "running": admission.running,
+            "admitted": admission.admitted,
+            "served": admission.served,
+            "max_concurrent": limits.max_concurrent,
+            "max_queue": limits.max_queue,
+        }
+
+    @app.get("/classes")
+    def get_classes() -> dict[str, Any]:
+        return {"classes": classes}
+
+    def infer(data: bytes, name: str) -> tuple[np.ndarray, float]:
+        """Decode and predict (runs in a worker thread)."""
+        try:
+            image = read_image(data, name=name, max_pixels=limits.max_pixels)
+        except DataError as err:
+            status = 413 if "max_pixels" in str(err) else 400
+            raise HTTPException(status, str(err)) from None
+        start = time.perf_counter()
+        with torch.inference_mode():
+            labels = predictor.predict(
+                image,
+                tile=options.tile,
+                overlap=options.overlap,
+                flip=options.flip,
+                scales=options.scales,
+                crf=options.crf,
+            )
+        return labels.numpy(), time.perf_counter() - start
+
+    @app.post("/predict")
+    async def predict(
+        request: Request,
+        format: str = Query("png", pattern="^(png|json)$", description="png or json"),
+    ) -> Response:
+        if not admission.try_enter():
+            raise HTTPException(
+                503,
+                f"busy: {limits.max_concurrent} running and {limits.max_queue} waiting; retry",
+                headers={"Retry-After": "1"},
+            )
+        try:
+            data, name = await _upload(request, limits.max_upload_bytes)
+            async with admission.slots:
+                admission.running += 1
+                try:
+                    labels, seconds = await anyio.to_thread.run_sync(infer, data, name)
+                finally:
+                    admission.running -= 1
+            admission.served += 1
+        finally:
+            admission.leave()
+        counts = np.bincount(labels.ravel(), minlength=len(classes))
+        histogram = {str(i): int(n) for i, n in enumerate(counts) if n}
+        height, width = labels.shape
+        if format == "json":
+            total = max(1, labels.size)
+            return JSONResponse(
+                {
+                    "width": width,
+                    "height": height,
+                    "inference_seconds": round(seconds, 4),
+                    "classes": [
+                        {**classes[i], "pixels": int(n), "fraction": int(n) / total}
+                        for i, n in enumerate(counts)
+                        if n
+                    ],
+                }
+            )
+        buf = io.BytesIO()
+        label_image(labels, palette).save(buf, format="PNG")
+        headers = {
+            "X-Image-Size": f"{width}x{height}",
+            "X-Class-Histogram": json.dumps(histogram, separators=(",", ":")),
+            "X-Inference-Seconds": f"{seconds:.4f}",
+        }
+        return Response(buf.getvalue(), media_type="image/png", headers=headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, 500)
+
+    return app
+
+
+def run_server(
+    predictor: Predictor,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    limits: ServeLimits | None = None,
+    options: PredictOptions | None = None,
+    log_level: str = "info",
+) -> None:
+    """Serve ``predictor`` with uvicorn until interrupted."""
+    import uvicorn
+
+    app = create_app(predictor, limits=limits, options=options)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning(
+            "serving on %s: reachable from other machines; there is no authentication", host
+        )
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

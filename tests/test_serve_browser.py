@@ -1,0 +1,237 @@
+"""`fcnseg serve` end to end in headless Chromium: upload an image on the page, wait for the
+overlay, and check that the mask the page shows (its canvas pixels and its download) equals the
+API's answer. Needs Debian's chromium + chromium-driver (``.ci/run`` installs them)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+PALETTE = [[0, 0, 0], [220, 20, 60], [30, 144, 255]]
+CLASSES = ["background", "road", "car"]
+
+if not (CHROMIUM and CHROMEDRIVER):
+    if os.environ.get("CI"):
+        pytest.fail("CI must install chromium and chromium-driver (see .ci/run)")
+    pytest.skip("chromium / chromedriver not installed", allow_module_level=True)
+
+webdriver = pytest.importorskip("selenium.webdriver")
+
+
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1280,900",
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`fcnseg serve` on a saved FCN-8s/ResNet-18 checkpoint, in a subprocess on loopback."""
+    from fcnseg.engine.checkpoint import save_checkpoint
+    from fcnseg.models import fcn8s
+
+    tmp = tmp_path_factory.mktemp("serve")
+    torch.manual_seed(0)
+    model = fcn8s(backbone="resnet18", num_classes=3)
+    with torch.no_grad():
+        for layer in (model.score_fr, *model.scorers.values()):
+            layer.weight.normal_(0, 0.2)
+    spec = {"name": "fcn8s", "backbone": "resnet18", "num_classes": 3, "mode": "exact"}
+    ckpt = save_checkpoint(tmp / "m.safetensors", model, model_spec=spec, classes=CLASSES,
+                           palette=PALETTE, ignore_index=255)  # fmt: skip
+    port = _free_port()
+    log = (tmp / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fcnseg", "serve", str(ckpt), "--port", str(port),
+         "--device", "cpu"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                if httpx.get(url + "health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server did not start: {(tmp / 'serve.log').read_text()}")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[webdriver.Chrome]:
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_script_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _wait_state(driver: webdriver.Chrome, states: set[str], timeout: float = 90) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = driver.execute_script("return document.body.dataset.state")
+        if state in states:
+            return state
+        time.sleep(0.1)
+    raise TimeoutError(f"page state {state!r}, waited for {states}")
+
+
+# Bytes → base64 in the page, in chunks (String.fromCharCode takes a bounded argument list).
+B64 = """
+const b64 = (bytes) => {
+  let s = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(s);
+};
+"""
+
+CANVAS_PIXELS = (
+    B64
+    + """
+const cv = document.getElementById(arguments[0]);
+const data = cv.getContext('2d').getImageData(0, 0, cv.width, cv.height).data;
+return [cv.width, cv.height, b64(data)];
+"""
+)
+
+FETCH_DOWNLOAD = (
+    B64
+    + """
+const done = arguments[arguments.length - 1];
+const a = document.getElementById('download');
+fetch(a.href).then(r => r.arrayBuffer()).then(buf => {
+  done([a.getAttribute('download'), b64(new Uint8Array(buf))]);
+});
+"""
+)
+
+DROP_CANVAS_IMAGE = """
+const done = arguments[arguments.length - 1];
+document.getElementById('image-canvas').toBlob(blob => {
+  const dt = new DataTransfer();
+  dt.items.add(new File([blob], 'dropped.png', {type: 'image/png'}));
+  const drop = new DragEvent('drop', {dataTransfer: dt, bubbles: true});
+  document.getElementById('drop').dispatchEvent(drop);
+  done(true);
+}, 'image/png');
+"""
+
+
+def _canvas_rgba(driver: webdriver.Chrome, canvas: str) -> np.ndarray:
+    w, h, data = driver.execute_script(CANVAS_PIXELS, canvas)
+    return np.frombuffer(base64.b64decode(data), np.uint8).reshape(h, w, 4)
+
+
+def test_page_shows_the_api_mask(server: str, browser: webdriver.Chrome, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (75, 101, 3), dtype=np.uint8)
+    image[20:50, 30:80] = (200, 40, 40)
+    path = tmp_path / "street.png"
+    Image.fromarray(image).save(path)
+    api = httpx.post(server + "predict", files={"image": ("street.png", path.read_bytes(),
+                                                          "image/png")})  # fmt: skip
+    assert api.status_code == 200
+    want = np.array(Image.open(io.BytesIO(api.content)))
+    present = sorted(np.unique(want).tolist())
+    assert len(present) >= 2, "the test model should predict several classes"
+
+    browser.get(server)
+    _wait_state(browser, {"ready"})
+    assert "3 classes" in browser.find_element(By.ID, "model").text
+    browser.find_element(By.ID, "file").send_keys(str(path))
+    assert _wait_state(browser, {"done", "error"}) == "done", browser.find_element(
+        By.ID, "status"
+    ).text
+
+    # The overlay's mask layer shows exactly the API's classes, in the palette's colours.
+    shown = _canvas_rgba(browser, "mask-canvas")
+    assert shown.shape == (75, 101, 4) and (shown[..., 3] == 255).all()
+    np.testing.assert_array_equal(shown[..., :3], np.array(PALETTE, np.uint8)[want])
+    np.testing.assert_array_equal(_canvas_rgba(browser, "image-canvas")[..., :3], image)
+
+    # The legend lists the classes present; the download is the API's label PNG.
+    items = browser.find_elements(By.CSS_SELECTOR, "#legend li")
+    assert sorted(int(li.get_attribute("data-index")) for li in items) == present
+    assert {li.text.split("\n")[0] for li in items} <= set(CLASSES)
+    name, data = browser.execute_async_script(FETCH_DOWNLOAD)
+    assert name == "street_mask.png"
+    downloaded = Image.open(io.BytesIO(base64.b64decode(data)))
+    assert downloaded.mode == "P"
+    np.testing.assert_array_equal(np.array(downloaded), want)
+
+    # The opacity slider drives the mask layer.
+    slider = browser.find_element(By.ID, "opacity")
+    browser.execute_script(
+        "arguments[0].value = 25; arguments[0].dispatchEvent(new Event('input'))", slider
+    )
+    mask_canvas = browser.find_element(By.ID, "mask-canvas")
+    assert mask_canvas.value_of_css_property("opacity") == "0.25"
+
+    # Dropping an image (the page's own canvas as PNG) gives the same mask again.
+    browser.execute_script("document.body.dataset.state = 'ready'")
+    browser.execute_async_script(DROP_CANVAS_IMAGE)
+    assert _wait_state(browser, {"done", "error"}) == "done"
+    np.testing.assert_array_equal(_canvas_rgba(browser, "mask-canvas")[..., :3],
+                                  np.array(PALETTE, np.uint8)[want])  # fmt: skip
+    assert "dropped.png" in browser.find_element(By.ID, "status").text
+
+
+def test_page_reports_bad_upload(server: str, browser: webdriver.Chrome, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"this is not a png")
+    browser.get(server)
+    _wait_state(browser, {"ready"})
+    browser.find_element(By.ID, "file").send_keys(str(bad))
+    assert _wait_state(browser, {"done", "error"}) == "error"
+    text = browser.find_element(By.ID, "status").text
+    assert text.startswith("400") and "broken.png" in text
+    assert httpx.get(server + "health").json()["status"] == "ok"
