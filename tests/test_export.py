@@ -90,3 +90,29 @@ def test_predict_with_the_onnx_file(checkpoint: Path, tmp_path: Path) -> None:
     torch_probs = Predictor.from_checkpoint(checkpoint).probabilities(image, tile=32, overlap=8)
     onnx_probs = Predictor.from_checkpoint(onnx_path).probabilities(image, tile=32, overlap=8)
     torch.testing.assert_close(onnx_probs, torch_probs, rtol=0, atol=TOLERANCE)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["alexnet", "googlenet"])
+def test_onnx_ceil_mode_backbones(backbone: str, tmp_path: Path) -> None:
+    """AlexNet and GoogLeNet (ceil-mode pools, minimum input sizes) export to one dynamic ONNX
+    file that matches PyTorch at odd sizes, below the minimum size, and at batch 2."""
+    torch.manual_seed(0)
+    model = fcn8s(backbone=backbone, num_classes=2).eval()
+    with torch.no_grad():
+        for layer in (model.score_fr, *model.scorers.values()):
+            layer.weight.normal_(0, 0.1)
+    spec = {"name": "fcn8s", "backbone": backbone, "num_classes": 2, "mode": "exact"}
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", model, model_spec=spec,
+                           classes=["bg", "fg"], palette=[[0, 0, 0], [9, 9, 9]],
+                           ignore_index=255)  # fmt: skip
+    path = export_model(ckpt, tmp_path / "m.onnx", fmt="onnx")
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch, size in [(1, (97, 61)), (2, (40, 35)), (1, (7, 3))]:
+        x = torch.randn(batch, 3, *size)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = session.run(None, {"images": x.numpy()})[0]
+        assert got.shape == expected.shape == (batch, 2, *size)
+        assert np.abs(got - expected).max() <= TOLERANCE * max(1.0, np.abs(expected).max())
+    assert read_onnx_metadata(path)["classes"] == ["bg", "fg"]
