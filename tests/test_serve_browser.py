@@ -7,13 +7,13 @@ from __future__ import annotations
 import base64
 import io
 import os
-import shutil
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -21,30 +21,17 @@ import pytest
 import torch
 from PIL import Image
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
+from fcnseg.serve.browser import find_chromium, headless_chromium, wait_for_state
+
 PALETTE = [[0, 0, 0], [220, 20, 60], [30, 144, 255]]
 CLASSES = ["background", "road", "car"]
 
-if not (CHROMIUM and CHROMEDRIVER):
+if find_chromium() is None:
     if os.environ.get("CI"):
         pytest.fail("CI must install chromium and chromium-driver (see .ci/run)")
     pytest.skip("chromium / chromedriver not installed", allow_module_level=True)
 
-webdriver = pytest.importorskip("selenium.webdriver")
-
-
-CHROMIUM_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-dev-shm-usage",
-    "--window-size=1280,900",
-)
+pytest.importorskip("selenium.webdriver")
 
 
 def _free_port() -> int:
@@ -94,29 +81,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[webdriver.Chrome]:
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in CHROMIUM_FLAGS:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.set_script_timeout(60)
-    try:
+def browser() -> Iterator[Any]:
+    with headless_chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
-
-
-def _wait_state(driver: webdriver.Chrome, states: set[str], timeout: float = 90) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = driver.execute_script("return document.body.dataset.state")
-        if state in states:
-            return state
-        time.sleep(0.1)
-    raise TimeoutError(f"page state {state!r}, waited for {states}")
 
 
 # Bytes → base64 in the page, in chunks (String.fromCharCode takes a bounded argument list).
@@ -162,12 +129,12 @@ document.getElementById('image-canvas').toBlob(blob => {
 """
 
 
-def _canvas_rgba(driver: webdriver.Chrome, canvas: str) -> np.ndarray:
+def _canvas_rgba(driver: Any, canvas: str) -> np.ndarray:
     w, h, data = driver.execute_script(CANVAS_PIXELS, canvas)
     return np.frombuffer(base64.b64decode(data), np.uint8).reshape(h, w, 4)
 
 
-def test_page_shows_the_api_mask(server: str, browser: webdriver.Chrome, tmp_path: Path) -> None:
+def test_page_shows_the_api_mask(server: str, browser: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
     rng = np.random.default_rng(1)
@@ -183,10 +150,10 @@ def test_page_shows_the_api_mask(server: str, browser: webdriver.Chrome, tmp_pat
     assert len(present) >= 2, "the test model should predict several classes"
 
     browser.get(server)
-    _wait_state(browser, {"ready"})
+    wait_for_state(browser, {"ready"})
     assert "3 classes" in browser.find_element(By.ID, "model").text
     browser.find_element(By.ID, "file").send_keys(str(path))
-    assert _wait_state(browser, {"done", "error"}) == "done", browser.find_element(
+    assert wait_for_state(browser, {"done", "error"}) == "done", browser.find_element(
         By.ID, "status"
     ).text
 
@@ -217,21 +184,21 @@ def test_page_shows_the_api_mask(server: str, browser: webdriver.Chrome, tmp_pat
     # Dropping an image (the page's own canvas as PNG) gives the same mask again.
     browser.execute_script("document.body.dataset.state = 'ready'")
     browser.execute_async_script(DROP_CANVAS_IMAGE)
-    assert _wait_state(browser, {"done", "error"}) == "done"
+    assert wait_for_state(browser, {"done", "error"}) == "done"
     np.testing.assert_array_equal(_canvas_rgba(browser, "mask-canvas")[..., :3],
                                   np.array(PALETTE, np.uint8)[want])  # fmt: skip
     assert "dropped.png" in browser.find_element(By.ID, "status").text
 
 
-def test_page_reports_bad_upload(server: str, browser: webdriver.Chrome, tmp_path: Path) -> None:
+def test_page_reports_bad_upload(server: str, browser: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"this is not a png")
     browser.get(server)
-    _wait_state(browser, {"ready"})
+    wait_for_state(browser, {"ready"})
     browser.find_element(By.ID, "file").send_keys(str(bad))
-    assert _wait_state(browser, {"done", "error"}) == "error"
+    assert wait_for_state(browser, {"done", "error"}) == "error"
     text = browser.find_element(By.ID, "status").text
     assert text.startswith("400") and "broken.png" in text
     assert httpx.get(server + "health").json()["status"] == "ok"
