@@ -205,7 +205,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         raise ConfigError(f"{prefix}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    unknown = sorted(set(data) - names, key=str)  # YAML keys need not be strings
     if unknown:
         raise ConfigError(f"{prefix}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
     kwargs = {}
@@ -238,15 +238,33 @@ def _validate(cfg: Config, source: str) -> Config:
         raise ConfigError(
             f"{source}: train.class_weights must be null, 'median_frequency' or a list of numbers"
         )
-    positive = {
-        "train.iterations": cfg.train.iterations,
-        "train.iter_size": cfg.train.iter_size,
-        "data.batch_size": cfg.data.batch_size,
-        "data.val_batch_size": cfg.data.val_batch_size,
+    t, d = cfg.train, cfg.data
+    positive = {  # counts and periods (a period of 0 would divide by zero mid-training)
+        "train.iterations": t.iterations,
+        "train.iter_size": t.iter_size,
+        "train.eval_every": t.eval_every,
+        "train.checkpoint_every": t.checkpoint_every,
+        "train.log_every": t.log_every,
+        "train.step_size": t.step_size,
+        "data.batch_size": d.batch_size,
+        "data.val_batch_size": d.val_batch_size,
     }
     for key, value in positive.items():
         if value < 1:
             raise ConfigError(f"{source}: {key} must be >= 1, got {value}")
+    non_negative = {
+        "train.warmup_iters": t.warmup_iters,
+        "data.num_workers": d.num_workers,
+        "data.jitter": d.jitter,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"{source}: {key} must be >= 0, got {value}")
+    if len(d.scale_range) != 2 or not 0 < d.scale_range[0] <= d.scale_range[1]:
+        raise ConfigError(
+            f"{source}: data.scale_range must be [min, max] with 0 < min <= max, got "
+            f"{d.scale_range}"
+        )
     if not 0 < cfg.train.loss_sample_prob <= 1:
         raise ConfigError(f"{source}: train.loss_sample_prob must be in (0, 1]")
     for key in ("resize", "crop_size"):
@@ -308,7 +326,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         file = resolve_config_path(path)
         source = str(file)
         try:
-            loaded = yaml.safe_load(file.read_text())
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as err:
+            raise ConfigError(f"{file}: cannot read the config (a UTF-8 YAML file): {err}") from err
+        try:
+            loaded = yaml.safe_load(text)
         except yaml.YAMLError as err:
             raise ConfigError(f"{file}: not valid YAML: {err}") from err
         if loaded is not None and not isinstance(loaded, dict):

@@ -14,6 +14,9 @@ Conventions shared by every dataset:
   between 1× and 2× its limit).
 * A truncated file raises unless the caller set ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True``
   globally, which this module respects.
+* Every error message names the file (or the ``name`` given with encoded bytes) and says what to
+  do; ``tests/test_bad_input.py`` covers each kind of bad input (see
+  ``docs/reliability-input.md``).
 """
 
 from __future__ import annotations
@@ -88,6 +91,9 @@ def _pil_limit(limit: int | None) -> Iterator[None]:
             Image.MAX_IMAGE_PIXELS = saved
 
 
+_REPLACE = "replace the file (re-download or re-export it) or remove it from the data set"
+
+
 def _check_file(path: Path, what: str) -> None:
     try:
         size = path.stat().st_size
@@ -95,10 +101,12 @@ def _check_file(path: Path, what: str) -> None:
         raise DataError(f"{what} file {path} does not exist") from None
     except OSError as exc:
         raise DataError(f"cannot access {what} file {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:  # e.g. an embedded NUL character
+        raise DataError(f"{what} path {str(path)!r} is not a valid path: {exc}") from None
     if not path.is_file():
         raise DataError(f"{what} path {path} is not a regular file")
     if size == 0:
-        raise DataError(f"{what} file {path} is empty (0 bytes)")
+        raise DataError(f"{what} file {path} is empty (0 bytes); {_REPLACE}")
 
 
 @contextlib.contextmanager
@@ -110,7 +118,7 @@ def _open(
     if isinstance(source, bytes):
         path: Path | str = name or "<bytes>"
         if not source:
-            raise DataError(f"{what} file {path} is empty (0 bytes)")
+            raise DataError(f"{what} file {path} is empty (0 bytes); {_REPLACE}")
         opened: PathLike | io.BytesIO = io.BytesIO(source)
     else:
         path = opened = Path(source)
@@ -131,7 +139,10 @@ def _open(
     except DataError:
         raise
     except Image.UnidentifiedImageError:
-        raise DataError(f"{what} file {path} is not an image PIL can read") from None
+        raise DataError(
+            f"{what} file {path} is not an image PIL can read (not an image despite its name, an "
+            f"unsupported format, or a corrupt header); {_REPLACE}"
+        ) from None
     except Image.DecompressionBombError as exc:
         raise DataError(
             f"{what} file {path} is too large for max_pixels={limit:,} (PIL's decompression-bomb "
@@ -147,9 +158,14 @@ def _open(
 
 def _decode_error(what: str, path: Path | str, exc: Exception) -> DataError:
     reason = str(exc) or type(exc).__name__
+    advice = f"the file is corrupt; {_REPLACE}"
     if "truncated" in reason:
         reason = f"the file is truncated ({reason})"
-    return DataError(f"cannot decode {what} file {path}: {reason}")
+        advice = (
+            f"{_REPLACE}, or set PIL.ImageFile.LOAD_TRUNCATED_IMAGES = True to accept truncated "
+            "files"
+        )
+    return DataError(f"cannot decode {what} file {path}: {reason}; {advice}")
 
 
 def _sixteen_to_eight(array: np.ndarray) -> np.ndarray:
@@ -188,21 +204,27 @@ def read_image(
             array = np.array(im if im.mode == "RGB" else im.convert("RGB"))
         else:
             raise DataError(
-                f"image file {path} has unsupported mode {mode!r}; supported: "
+                f"image file {path} has unsupported mode {mode!r} (no faithful 8-bit RGB "
+                f"rendering); convert it to 8-bit RGB or 8/16-bit grey. Supported modes: "
                 f"{sorted(_RGB_CONVERTIBLE | _SIXTEEN_BIT | {'I'})}"
             )
     return tv_tensors.Image(torch.from_numpy(array).permute(2, 0, 1).contiguous())
 
 
-def read_mask(path: PathLike, *, max_pixels: int | None = None) -> torch.Tensor:
-    """Read a label mask as class indices (int64, H×W, EXIF orientation applied).
+def read_mask(
+    path: PathLike | bytes, *, max_pixels: int | None = None, name: str | None = None
+) -> torch.Tensor:
+    """Read a label mask file (or its encoded ``bytes``, called ``name`` in error messages) as
+    class indices (int64, H×W, EXIF orientation applied).
 
     Palette (``P``) PNGs give their palette indices, grey images (``1``, L, ``I;16*``, ``I``) their
     values. Colour masks (RGB, RGBA, …) raise :class:`DataError`: convert them with
     :func:`colors_to_indices` and the dataset's palette. Values are not range-checked here (see
     :func:`check_pair`).
     """
-    with _open(path, "mask", max_pixels) as im:
+    with _open(path, "mask", max_pixels, name) as im:
+        if isinstance(path, bytes):
+            path = name or "<bytes>"  # type: ignore[assignment]  # for the messages below
         mode = im.mode
         if mode in _COLOR_MODES:
             raise DataError(
@@ -212,9 +234,10 @@ def read_mask(path: PathLike, *, max_pixels: int | None = None) -> torch.Tensor:
                 "dataset.palette), and save the result as an 8-bit grey or palette PNG"
             )
         if mode not in _INDEX_MODES:
+            alpha = " (drop the alpha channel: save it as mode L or P)" if "A" in mode else ""
             raise DataError(
                 f"mask file {path} has unsupported mode {mode!r}; a mask must be a palette (P) or "
-                "grey (1, L, I;16, I) image of class indices"
+                f"grey (1, L, I;16, I) image of class indices{alpha}"
             )
         array = np.array(im)
     return torch.from_numpy(array.astype(np.int64))
@@ -295,7 +318,8 @@ class LabelMap:
             values = torch.unique(raw[bad]).tolist()
             raise DataError(
                 f"mask file {path} has raw values {format_values(values)} that the {self.name} "
-                f"does not list (known: {format_values(sorted(self.mapping), 40)})"
+                f"does not list (known: {format_values(sorted(self.mapping), 40)}); is it a mask "
+                "of another annotation format? fix or replace it"
             )
         return mapped
 
@@ -321,7 +345,8 @@ def check_pair(
             hint = " (transposed: does one of them carry an EXIF orientation tag the other lacks?)"
         raise DataError(
             f"mask file {mask_path} is {mw}×{mh} (W×H) but image file {image_path} is "
-            f"{iw}×{ih}{hint}"
+            f"{iw}×{ih}{hint}; a mask must have its image's size: check the pairing, or resize "
+            "the mask with nearest-neighbour interpolation"
         )
     bad = (mask < 0) | (mask >= num_classes)
     if ignore_index is not None:
@@ -333,7 +358,8 @@ def check_pair(
         )
         raise DataError(
             f"mask file {mask_path} has labels {format_values(values)} outside the allowed "
-            f"{allowed} ({int(bad.sum())} pixels; num_classes={num_classes})"
+            f"{allowed} ({int(bad.sum())} pixels; num_classes={num_classes}); fix the mask, or "
+            "map raw values to classes / the ignore index (FolderPairs: mask_values=)"
         )
 
 
@@ -341,6 +367,8 @@ def read_id_list(path: PathLike, what: str = "split list") -> list[str]:
     """Sample ids from a list file: one per line (first whitespace-separated field), ``#``
     comments and blank lines skipped, duplicates kept once (first occurrence)."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{what} {path} is a folder, not a list file of sample ids")
     if not path.is_file():
         raise DataError(f"{what} file {path} does not exist")
     try:

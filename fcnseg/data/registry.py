@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 from pathlib import Path
 from typing import Any
 
-from fcnseg.data.base import SegmentationDataset, Transform
+from fcnseg.data.base import DataError, SegmentationDataset, Transform
 
 __all__ = ["DATASETS", "build_dataset", "dataset_class"]
 
@@ -23,9 +24,14 @@ DATASETS: dict[str, str] = {
 }
 
 
+#: Parameters every class takes positionally (not options).
+_POSITIONAL = {"self", "root", "split", "transforms"}
+
+
 def dataset_class(name: str) -> type[SegmentationDataset]:
+    """The class registered as ``name``; :class:`DataError` (a ``ValueError``) if none is."""
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+        raise DataError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
     module, cls = DATASETS[name].split(":")
     return getattr(importlib.import_module(module), cls)
 
@@ -37,5 +43,24 @@ def build_dataset(
     transforms: Transform | None = None,
     **options: Any,
 ) -> SegmentationDataset:
-    """Instantiate dataset ``name`` for ``split`` (see :data:`DATASETS`)."""
-    return dataset_class(name)(root, split, transforms=transforms, **options)
+    """Instantiate dataset ``name`` for ``split`` (see :data:`DATASETS`).
+
+    An option the class does not take raises :class:`DataError` naming it and the valid ones
+    (rather than a ``TypeError`` from the constructor).
+    """
+    cls = dataset_class(name)
+    params = inspect.signature(cls.__init__).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        valid = [
+            n
+            for n, p in params.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY
+            or (p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD and n not in _POSITIONAL)
+        ]
+        unknown = sorted(set(options) - set(valid), key=str)
+        if unknown:
+            raise DataError(
+                f"dataset {name!r} has no option(s) {unknown} (data.options / val_options); "
+                f"valid options: {valid}"
+            )
+    return cls(root, split, transforms=transforms, **options)

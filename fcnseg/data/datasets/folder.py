@@ -240,7 +240,10 @@ def load_meta(meta: str | Path | Mapping[str, Any]) -> FolderMeta:
         path = Path(meta).expanduser()
         if path.is_file():
             source = str(path)
-            text = path.read_text(encoding="utf-8")
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise DataError(f"cannot read FolderPairs meta file {path}: {exc}") from None
         elif isinstance(meta, str) and re.fullmatch(r"[\w-]+", meta):
             shipped = resources.files("fcnseg.data").joinpath("meta", f"{meta}.yaml")
             if not shipped.is_file():
@@ -260,7 +263,9 @@ def load_meta(meta: str | Path | Mapping[str, Any]) -> FolderMeta:
             raise DataError(f"{source} must be a YAML mapping with at least 'classes'")
     unknown = set(data) - _META_KEYS
     if unknown:
-        raise DataError(f"{source}: unknown keys {sorted(unknown)}; known: {sorted(_META_KEYS)}")
+        raise DataError(
+            f"{source}: unknown keys {sorted(unknown, key=str)}; known: {sorted(_META_KEYS)}"
+        )
     classes = data.get("classes")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise DataError(f"{source}: 'classes' must be a non-empty list of class names")
@@ -371,6 +376,8 @@ class FolderPairs(PairedFileDataset):
             path = Path(list_file).expanduser()
             if not path.is_absolute() and not path.is_file() and (root / path).is_file():
                 path = root / path
+            if path.is_dir():
+                raise DataError(f"list file {path} is a folder, not a list file of sample stems")
             if not path.is_file():
                 raise DataError(f"list file {path} does not exist")
             return path
