@@ -162,6 +162,13 @@ def test_page_shows_the_api_mask(server: str, browser: Any, tmp_path: Path) -> N
     assert shown.shape == (75, 101, 4) and (shown[..., 3] == 255).all()
     np.testing.assert_array_equal(shown[..., :3], np.array(PALETTE, np.uint8)[want])
     np.testing.assert_array_equal(_canvas_rgba(browser, "image-canvas")[..., :3], image)
+    boxes = browser.execute_script(
+        "return ['image-canvas', 'mask-canvas'].map(id => {"
+        "  const r = document.getElementById(id).getBoundingClientRect();"
+        "  return [r.left, r.top, r.width, r.height]; })"
+    )
+    assert boxes[0] == pytest.approx(boxes[1], abs=0.5), "mask layer must cover the image exactly"
+    assert boxes[0][2] > 0 and boxes[0][3] / boxes[0][2] == pytest.approx(75 / 101, rel=0.02)
 
     # The legend lists the classes present; the download is the API's label PNG.
     items = browser.find_elements(By.CSS_SELECTOR, "#legend li")
