@@ -245,6 +245,29 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return paths
 
 
+def _read_groups(
+    paths: Sequence[Path], batch_size: int, failures: list[tuple[Path, str]]
+) -> Iterator[list[tuple[Path, torch.Tensor]]]:
+    """Consecutive images of one size, up to ``batch_size`` at a time; unreadable files are
+    recorded in ``failures`` and skipped."""
+    from fcnseg.data.base import DataError
+    from fcnseg.data.io import read_image
+
+    group: list[tuple[Path, torch.Tensor]] = []
+    for path in paths:
+        try:
+            image = read_image(path)
+        except DataError as err:
+            failures.append((path, str(err)))
+            continue
+        if group and (len(group) >= batch_size or group[0][1].shape != image.shape):
+            yield group
+            group = []
+        group.append((path, image))
+    if group:
+        yield group
+
+
 def predict_paths(
     predictor: Predictor,
     inputs: Sequence[str | Path],
@@ -256,35 +279,51 @@ def predict_paths(
     scales: Sequence[float] = (1.0,),
     crf: CRFParams | None = None,
     save_probabilities: bool = False,
+    batch_size: int = 4,
     progress: bool = True,
+    failures: list[tuple[Path, str]] | None = None,
 ) -> list[Path]:
     """``fcnseg predict``: for every image write ``NAME.png`` (palette PNG of class indices),
     ``NAME_overlay.png`` (colour overlay with legend) and, on request, ``NAME_probs.npy``
-    (C×H×W float16). Returns the label-map paths."""
+    (C×H×W float16). Returns the label-map paths.
+
+    Consecutive images of one size go through the network ``batch_size`` at a time (tiled
+    inference goes image by image). A file that cannot be read is skipped and appended to
+    ``failures`` as ``(path, message)`` (pass a list to collect them), so one bad file loses
+    no other image's result."""
     import numpy as np
     from tqdm import tqdm
 
-    from fcnseg.data.io import read_image
     from fcnseg.viz import save_label_png, save_overlay
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    failures = failures if failures is not None else []
+    paths = expand_inputs(inputs)
     written = []
-    for path in tqdm(expand_inputs(inputs), desc="predict", disable=not progress):
-        image = read_image(path)
-        kwargs = {"tile": tile, "overlap": overlap, "flip": flip, "scales": scales, "crf": crf}
-        if save_probabilities:
-            probs = predictor.probabilities(image, **kwargs)
-            labels = probs.argmax(0)
-            np.save(out / f"{path.stem}_probs.npy", probs.half().numpy())
+    bar = tqdm(total=len(paths), desc="predict", disable=not progress)
+    for group in _read_groups(paths, 1 if tile else max(1, batch_size), failures):
+        images = [image for _, image in group]
+        if tile or len(group) == 1:
+            kwargs = {"tile": tile, "overlap": overlap, "flip": flip, "scales": scales}
+            probs = [predictor.probabilities(images[0], crf=crf, **kwargs)]  # type: ignore[arg-type]
         else:
-            labels = predictor.predict(image, **kwargs)
-        label_path = out / f"{path.stem}.png"
-        save_label_png(label_path, labels.numpy(), predictor.palette)
-        rgb = image.permute(1, 2, 0).numpy()
-        save_overlay(
-            out / f"{path.stem}_overlay.png", rgb, labels.numpy(), predictor.palette,
-            predictor.classes,
-        )  # fmt: skip
-        written.append(label_path)
+            batch = torch.stack([_as_float(i) for i in images])
+            stacked = tta_probabilities(predictor._logits, batch, flip=flip, scales=scales)
+            probs = [
+                dense_crf(i, p, crf) if crf else p for i, p in zip(images, stacked, strict=True)
+            ]
+        for (path, image), p in zip(group, probs, strict=True):
+            labels = p.argmax(0).numpy()
+            if save_probabilities:
+                np.save(out / f"{path.stem}_probs.npy", p.half().numpy())
+            label_path = out / f"{path.stem}.png"
+            save_label_png(label_path, labels, predictor.palette)
+            rgb = image.permute(1, 2, 0).numpy()
+            save_overlay(out / f"{path.stem}_overlay.png", rgb, labels, predictor.palette,
+                         predictor.classes)  # fmt: skip
+            written.append(label_path)
+        bar.update(len(group))
+    bar.update(len(failures))
+    bar.close()
     return written

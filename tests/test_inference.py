@@ -148,3 +148,33 @@ def test_cli_predict_files_folders_globs(tmp_path) -> None:
     assert np.array_equal(np.array(Image.open(out / "a.png")), expected.numpy())
     with pytest.raises(SystemExit, match="no such file"):
         main(["predict", str(ckpt), str(tmp_path / "missing.png"), "-o", str(out)])
+
+
+def test_predict_paths_batches_same_size_images_and_skips_bad_files(tmp_path) -> None:
+    """Batched passes give the same label maps as one image at a time; an unreadable file is
+    reported and every other image is still written."""
+    import numpy as np
+    from PIL import Image
+
+    from fcnseg.inference import predict_paths
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, size in enumerate([(20, 30), (20, 30), (20, 30), (11, 9), (20, 30)]):
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (folder / "3b.png").write_bytes(b"not a png")
+    p = Predictor(
+        PointwiseNet(), ["a", "b", "c", "d"], [[0, 0, 0], [9, 9, 9], [5, 5, 5], [1, 2, 3]]
+    )
+    outputs = {}
+    for batch in (1, 3):
+        failures: list = []
+        written = predict_paths(p, [folder], tmp_path / f"b{batch}", batch_size=batch,
+                                flip=True, progress=False, failures=failures)  # fmt: skip
+        assert [w.name for w in written] == ["0.png", "1.png", "2.png", "3.png", "4.png"]
+        assert len(failures) == 1 and failures[0][0].name == "3b.png"
+        assert "3b.png" in failures[0][1]
+        outputs[batch] = [np.array(Image.open(w)) for w in written]
+    for one, many in zip(outputs[1], outputs[3], strict=True):
+        np.testing.assert_array_equal(one, many)
