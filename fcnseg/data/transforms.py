@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as nnf
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
@@ -20,9 +21,12 @@ from torchvision.transforms.v2 import functional as F
 from fcnseg.data.base import IGNORE_INDEX
 
 __all__ = [
+    "ElasticDeform",
     "PadCollate",
     "RandomScale",
     "SegmentationTransforms",
+    "WeightMap",
+    "elastic_displacement",
     "eval_transforms",
     "fill_from_preprocess",
     "pad_collate",
@@ -69,6 +73,95 @@ class RandomScale(v2.Transform):
         return f"scale_range={self.scale_range}"
 
 
+class WeightMap(tv_tensors.Mask):
+    """Per-pixel loss weights (float H×W) that move with the mask: every geometric op resamples
+    them with nearest neighbours, as a mask; padding and out-of-image pixels get weight 0 (unless
+    a transform's ``fill`` names this type); the final dtype conversion leaves them float32."""
+
+
+def elastic_displacement(coarse: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Dense displacement field for :func:`torchvision.transforms.v2.functional.elastic`.
+
+    ``coarse``: 2×g×g displacements in pixels (x then y) at a g×g grid spanning the image (its
+    corner points on the corner pixels), interpolated bicubically to every pixel as in the U-Net
+    paper. Returns 1×H×W×2 in ``grid_sample`` units (``align_corners=False``: 2/W per pixel);
+    output pixel ``p`` samples the input at ``p + displacement(p)``.
+    """
+    height, width = size
+    dense = nnf.interpolate(
+        coarse.to(torch.float32)[None], size=(height, width), mode="bicubic", align_corners=True
+    )
+    scale = torch.tensor([2.0 / width, 2.0 / height]).view(1, 2, 1, 1)
+    return (dense * scale).permute(0, 2, 3, 1).contiguous()
+
+
+class ElasticDeform(v2.Transform):
+    """The U-Net paper's elastic deformation: random displacement vectors on a coarse ``grid`` ×
+    ``grid`` grid, drawn from N(0, ``sigma``²) pixels, bicubically interpolated to a smooth
+    per-pixel field; the same warp moves images (bicubic, clamped to the value range) and masks
+    (nearest: labels stay labels).
+
+    The warp is torchvision's ``F.elastic`` (``grid_sample``, dispatched on the tensor type);
+    only the field is drawn here, since v2's ``ElasticTransform`` draws a different kind (a
+    Gaussian-smoothed per-pixel field, Simard et al.). Images are warped in float32 and clamped,
+    because bicubic overshoot would wrap around when cast back to uint8. Pixels sampled from
+    outside the image get ``fill``: a value, or per type as in ``RandomCrop``, e.g.
+    ``{tv_tensors.Image: (128,) * 3, tv_tensors.Mask: 255}``. ``p``: probability of applying.
+    Randomness comes from torch's global RNG, so the pipeline's seeding controls it.
+    """
+
+    def __init__(
+        self,
+        sigma: float = 10.0,
+        grid: int = 3,
+        *,
+        fill: Any = 0,
+        p: float = 1.0,
+    ) -> None:
+        super().__init__()
+        if sigma < 0 or grid < 2 or not 0.0 <= p <= 1.0:
+            raise ValueError(f"need sigma >= 0, grid >= 2, 0 <= p <= 1; got {sigma}, {grid}, {p}")
+        self.sigma = float(sigma)
+        self.grid = int(grid)
+        self.fill = fill
+        self.p = float(p)
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        if self.p < 1.0 and float(torch.rand(())) >= self.p:
+            return {"displacement": None}
+        height, width = v2.query_size(flat_inputs)
+        coarse = torch.randn(2, self.grid, self.grid) * self.sigma
+        return {"displacement": elastic_displacement(coarse, (height, width))}
+
+    def _fill_for(self, inpt: Any) -> Any:
+        if isinstance(self.fill, Mapping):  # exact type, as v2's own ``fill`` dicts
+            return self.fill.get(type(inpt), self.fill.get("others"))
+        return self.fill
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        displacement = params["displacement"]
+        if displacement is None:
+            return inpt
+        fill = self._fill_for(inpt)
+        if isinstance(inpt, tv_tensors.Mask):  # and WeightMap: nearest
+            return F.elastic(inpt, displacement, fill=fill)
+        if isinstance(inpt, tv_tensors.Image):
+            top = 1.0 if inpt.is_floating_point() else float(torch.iinfo(inpt.dtype).max)
+            warped = F.elastic(
+                inpt.to(torch.float32),
+                displacement,
+                interpolation=v2.InterpolationMode.BICUBIC,
+                fill=fill,
+            ).clamp_(0.0, top)
+            if not inpt.is_floating_point():
+                warped = warped.round_()
+            return tv_tensors.wrap(warped.to(inpt.dtype), like=inpt)
+        return self._call_kernel(F.elastic, inpt, displacement, fill=fill)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma:g}, grid={self.grid}, fill={self.fill}, p={self.p:g}"
+
+
 def _as_pair(image: Any, mask: Any) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
     """Wrap PIL/ndarray/plain-tensor inputs as ``Image``/``Mask`` so v2 dispatches correctly."""
     if not isinstance(image, tv_tensors.Image):
@@ -110,12 +203,25 @@ class SegmentationTransforms:
         # are quantised first (at most 0.5/255 error, irrelevant for augmentation).
         self.quantise_float = quantise_float
 
-    def __call__(self, image: Any, mask: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, image: Any, mask: Any, weights: Any = None) -> tuple[torch.Tensor, ...]:
+        """``(image, mask)``, or ``(image, mask, weights)`` when a per-pixel weight map (H×W,
+        e.g. :func:`fcnseg.weightmap.unet_weight_map`) is given: it moves with the mask."""
         image, mask = _as_pair(image, mask)
         if self.quantise_float and image.is_floating_point():
             image = F.to_dtype(image, torch.uint8, scale=True)
-        out_image, out_mask = self.pipeline(image, mask)
-        return out_image, out_mask
+        if weights is None:
+            out_image, out_mask = self.pipeline(image, mask)
+            return out_image, out_mask
+        if not isinstance(weights, WeightMap):
+            weights = torch.as_tensor(
+                np.asarray(weights) if not torch.is_tensor(weights) else weights
+            )
+            weights = WeightMap(weights.to(torch.float32))
+        if tuple(weights.shape) != tuple(mask.shape):
+            raise ValueError(
+                f"weights {tuple(weights.shape)} do not match mask {tuple(mask.shape)}"
+            )
+        return tuple(self.pipeline(image, mask, weights))
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.pipeline})"
@@ -129,8 +235,11 @@ def train_transforms(
     jitter: float = 0.0,
     fill: tuple[int, int, int],
     ignore_index: int = IGNORE_INDEX,
+    elastic_sigma: float = 0.0,
+    elastic_grid: int = 3,
 ) -> SegmentationTransforms:
-    """Training augmentation: jitter, random scale, random crop (padding if needed), flip.
+    """Training augmentation: jitter, random scale, elastic deformation, random crop (padding
+    if needed), flip.
 
     Args:
         crop_size: ``(height, width)`` of the output, or ``None`` for no crop (variable sizes;
@@ -143,6 +252,10 @@ def train_transforms(
         fill: padding colour in 0–255 RGB (required: padding should be the colour the model
             normalises to zero, see :func:`fill_from_preprocess`).
         ignore_index: the mask's padding label.
+        elastic_sigma: :class:`ElasticDeform` with this displacement std (px; the U-Net paper:
+            10) on an ``elastic_grid``² grid; 0 switches it off. It runs before the crop, so
+            crops keep the real image around them; pixels pulled from outside the image get
+            ``fill`` / ``ignore_index``.
 
     Jitter runs first, not last: applied after padding it would recolour the ``fill`` border
     (brightness scales it) and contrast would average over padding.
@@ -156,6 +269,9 @@ def train_transforms(
         ops.append(v2.ColorJitter(brightness=jitter, contrast=jitter, saturation=jitter))
     if scale_range is not None and tuple(scale_range) != (1.0, 1.0):
         ops.append(RandomScale(scale_range))
+    if elastic_sigma > 0:
+        fills = {tv_tensors.Image: tuple(int(c) for c in fill), tv_tensors.Mask: ignore_index}
+        ops.append(ElasticDeform(elastic_sigma, elastic_grid, fill=fills))
     if crop_size is not None:
         ops.append(
             v2.RandomCrop(
@@ -199,6 +315,7 @@ class PadCollate:
 
     Images (float C×H×W in [0, 1]; uint8 is scaled) are padded with ``fill`` (RGB in [0, 1]),
     masks with ``ignore_index``. Returns ``(N×C×H×W float32, N×H×W int64)`` plain tensors.
+    ``(image, mask, weights)`` triples also give ``N×H×W float32`` weights, padded with 0.
     """
 
     def __init__(
@@ -210,9 +327,18 @@ class PadCollate:
         self.ignore_index = int(ignore_index)
         self.fill = tuple(float(c) for c in fill)
 
-    def __call__(self, batch: Sequence[tuple[Any, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, batch: Sequence[tuple[Any, ...]]) -> tuple[torch.Tensor, ...]:
         if len(batch) == 0:
             raise ValueError("cannot collate an empty batch")
+        if len(batch[0]) == 3:
+            images, masks = self([item[:2] for item in batch])
+            out_weights = torch.zeros(masks.shape, dtype=torch.float32)
+            for i, item in enumerate(batch):
+                weights = torch.as_tensor(item[2]).as_subclass(torch.Tensor)
+                if tuple(weights.shape) != tuple(torch.as_tensor(item[1]).shape):
+                    raise ValueError(f"sample {i}: weights {tuple(weights.shape)} != mask shape")
+                out_weights[i, : weights.shape[-2], : weights.shape[-1]] = weights
+            return images, masks, out_weights
         images = [torch.as_tensor(item[0]).as_subclass(torch.Tensor) for item in batch]
         masks = [torch.as_tensor(item[1]).as_subclass(torch.Tensor) for item in batch]
         images = [F.to_dtype(im, torch.float32, scale=True) for im in images]
@@ -240,10 +366,10 @@ class PadCollate:
 
 
 def pad_collate(
-    batch: Sequence[tuple[Any, Any]],
+    batch: Sequence[tuple[Any, ...]],
     *,
     ignore_index: int = IGNORE_INDEX,
     fill: tuple[float, float, float] = (0.0, 0.0, 0.0),
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, ...]:
     """Functional form of :class:`PadCollate`; bind options with ``functools.partial``."""
     return PadCollate(ignore_index=ignore_index, fill=fill)(batch)

@@ -25,8 +25,12 @@ __all__ = [
     "alignment",
     "conv",
     "deconv",
+    "exact_fit",
+    "input_size",
+    "layer_sizes",
     "min_input_size",
     "output_size",
+    "same_size_padding",
     "trace",
     "trace_layers",
 ]
@@ -258,3 +262,86 @@ def min_input_size(module: nn.Module, limit: int = 4096) -> int:
         if output_size(module, size) >= 1:
             return size
     raise ValueError(f"{type(module).__name__} produces no output below {limit} pixels")
+
+
+# --- Valid (unpadded) networks: the input size a wanted output size needs ------------------------
+
+
+def layer_sizes(module: nn.Module, size: int) -> list[tuple[str, int, int]]:
+    """``[(name, input size, output size)]`` of every spatial layer on ``module``'s main path.
+
+    Parallel-branch blocks count as one layer. Stops after the first layer whose output is empty.
+    """
+    rows: list[tuple[str, int, int]] = []
+    for name, leaf in _leaves(module):
+        if layer_geometry(leaf) is None and _branches(leaf) is None:
+            continue
+        out = output_size(leaf, size)
+        rows.append((name, size, out))
+        if out <= 0:
+            break
+        size = out
+    return rows
+
+
+def exact_fit(module: nn.Module, size: int) -> bool:
+    """Whether every strided layer consumes its whole input for an input of ``size`` pixels.
+
+    True when no trailing pixels are dropped by floor rounding (nor windows added by ceil mode):
+    e.g. every 2×2 max-pool of a U-Net sees an even size, the U-Net paper's condition for a
+    seamless tiling. Parallel-branch blocks are not looked into.
+    """
+    leaves = dict(_leaves(module))
+    for name, size_in, size_out in layer_sizes(module, size):
+        if size_out <= 0:
+            return False
+        g = layer_geometry(leaves[name])
+        if g is None or g.transposed or g.stride == 1:
+            continue
+        if (size_in + 2 * g.padding - g.dilation * (g.kernel - 1) - 1) % g.stride:
+            return False
+    return True
+
+
+def input_size(module: nn.Module, size: int, limit: int = 1 << 16) -> int:
+    """Smallest input size for which ``module``'s output has at least ``size`` pixels.
+
+    For a valid-convolution U-Net (depth 4) ``input_size(net, 388) == 572``. Output size never
+    shrinks as the input grows, so this is a binary search. For networks whose strided layers
+    tile their input (kernel ≤ stride, as 2×2 pools), the result is an :func:`exact_fit` size:
+    a larger, misfitting size would give the same output as the next smaller one.
+    """
+    if size < 1:
+        raise ValueError(f"output size must be >= 1, got {size}")
+    hi = 1
+    while output_size(module, hi) < size:
+        if hi >= limit:
+            raise ValueError(f"{type(module).__name__} needs inputs above {limit} for {size} px")
+        hi = min(2 * hi, limit)
+    lo = 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if output_size(module, mid) >= size:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def same_size_padding(module: nn.Module, size: int) -> tuple[int, int]:
+    """Padding ``(before, after)`` that makes ``module`` yield ``size`` output pixels, output
+    ``i`` centred on original input pixel ``i``; crop the output to its first ``size`` pixels.
+
+    ``before`` is the offset of the output grid (the context a valid network eats per side,
+    92 px for the depth-4 U-Net); ``after`` fills the input up to :func:`input_size`, which
+    also makes the size fit every stride exactly. The output grid must have stride 1 and an
+    integral offset.
+    """
+    grid = trace(module)
+    if grid.stride != 1 or grid.offset.denominator != 1 or grid.offset < 0:
+        raise ValueError(f"output grid {grid} is not a stride-1 grid at a whole-pixel offset")
+    before = int(grid.offset)
+    after = input_size(module, size) - size - before
+    if after < 0:
+        raise ValueError(f"{type(module).__name__} yields more pixels than it is given")
+    return before, after
