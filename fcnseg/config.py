@@ -47,6 +47,13 @@ class ModelConfig:
     learnable_upsampling: bool = True
     #: A checkpoint (file or run directory) of the previous stage: 32s → 16s → 8s.
     init_from: str | None = None
+    #: U-Net only (``name: unet``; see :func:`fcnseg.models.unet`).
+    in_channels: int = 1
+    base_width: int = 64
+    depth: int = 4
+    padding: str = "valid"
+    fuse: str = "concat"
+    dropout: float = 0.0
 
 
 @dataclass
@@ -71,6 +78,10 @@ class DataConfig:
     scale_range: list[float] = field(default_factory=lambda: [1.0, 1.0])
     hflip: bool = True
     jitter: float = 0.0
+    #: Elastic deformation (U-Net's augmentation): displacement σ in px on a grid × grid
+    #: coarse grid; 0 = off.
+    elastic_sigma: float = 0.0
+    elastic_grid: int = 3
     batch_size: int = 1
     val_batch_size: int = 1
     num_workers: int = 0
@@ -102,6 +113,12 @@ class TrainConfig:
     class_weights: str | list[float] | None = None
     #: The paper's loss sampling (§4.3): keep each pixel's loss with this probability.
     loss_sample_prob: float = 1.0
+    #: U-Net's border weight map w_c + w0·exp(−(d1 + d2)²/2σ²) multiplying each pixel's loss.
+    weight_map: bool = False
+    weight_map_w0: float = 10.0
+    weight_map_sigma: float = 5.0
+    #: w_c: "balanced" (inverse class frequency, mean 1) or null (1 everywhere).
+    weight_map_class_weights: str | None = "balanced"
     #: null, "bf16" or "fp16" (CUDA autocast).
     amp: str | None = None
     channels_last: bool = False
@@ -221,13 +238,17 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 
 def _validate(cfg: Config, source: str) -> Config:
     choices = {
-        "model.name": (cfg.model.name, ("fcn32s", "fcn16s", "fcn8s")),
+        "model.name": (cfg.model.name, ("fcn32s", "fcn16s", "fcn8s", "unet")),
         "model.mode": (cfg.model.mode, ("exact", "caffe")),
+        "model.padding": (cfg.model.padding, ("valid", "same")),
+        "model.fuse": (cfg.model.fuse, ("concat", "sum")),
+        "model.in_channels": (cfg.model.in_channels, (1, 3)),
         "train.schedule": (cfg.train.schedule, ("fixed", "poly", "step")),
         "train.optimizer": (cfg.train.optimizer, ("sgd", "adam")),
         "train.loss_reduction": (cfg.train.loss_reduction, ("mean", "sum")),
         "train.amp": (cfg.train.amp, (None, "bf16", "fp16")),
         "train.on_nonfinite": (cfg.train.on_nonfinite, ("stop", "skip")),
+        "train.weight_map_class_weights": (cfg.train.weight_map_class_weights, ("balanced", None)),
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
@@ -248,6 +269,8 @@ def _validate(cfg: Config, source: str) -> Config:
         "train.step_size": t.step_size,
         "data.batch_size": d.batch_size,
         "data.val_batch_size": d.val_batch_size,
+        "model.base_width": cfg.model.base_width,
+        "model.depth": cfg.model.depth,
     }
     for key, value in positive.items():
         if value < 1:
@@ -256,6 +279,8 @@ def _validate(cfg: Config, source: str) -> Config:
         "train.warmup_iters": t.warmup_iters,
         "data.num_workers": d.num_workers,
         "data.jitter": d.jitter,
+        "data.elastic_sigma": d.elastic_sigma,
+        "model.dropout": cfg.model.dropout,
     }
     for key, value in non_negative.items():
         if value < 0:
@@ -265,6 +290,8 @@ def _validate(cfg: Config, source: str) -> Config:
             f"{source}: data.scale_range must be [min, max] with 0 < min <= max, got "
             f"{d.scale_range}"
         )
+    if d.elastic_grid < 2:
+        raise ConfigError(f"{source}: data.elastic_grid must be >= 2, got {d.elastic_grid}")
     if not 0 < cfg.train.loss_sample_prob <= 1:
         raise ConfigError(f"{source}: train.loss_sample_prob must be in (0, 1]")
     for key in ("resize", "crop_size"):

@@ -146,6 +146,30 @@ class Predictor:
         p = tta_probabilities(self._logits, image[None], flip=flip, scales=scales)[0]
         return dense_crf(image, p, crf) if crf is not None else p
 
+    @torch.no_grad()
+    def _overlap_tile(
+        self,
+        image: torch.Tensor,
+        tile: int,
+        flip: bool,
+        scales: Sequence[float],
+        crf: CRFParams | None,
+    ) -> torch.Tensor:
+        """A valid-convolution U-Net: the paper's overlap-tile strategy (each output tile from
+        real image context, mirrored only beyond the image), exact for tiles that are a
+        multiple of 2^depth; ``tile`` is rounded down to one."""
+        from fcnseg.models.unet import overlap_tile
+
+        step = 2**self.model.depth
+        tile = max(step, tile // step * step)
+
+        def logits(images: torch.Tensor) -> torch.Tensor:
+            x = self.model.preprocess(images.to(self.device))
+            return overlap_tile(self.model, x, tile).float().cpu()
+
+        p = tta_probabilities(logits, image[None], flip=flip, scales=scales)[0]
+        return dense_crf(image, p, crf) if crf is not None else p
+
     def probabilities(
         self,
         image: torch.Tensor,
@@ -194,6 +218,9 @@ class Predictor:
         h, w = image.shape[-2:]
         if tile is None or (tile >= h and tile >= w):
             yield 0, self._tile(_as_float(image), flip, scales, crf)
+            return
+        if getattr(self.model, "padding", None) == "valid" and hasattr(self.model, "context"):
+            yield 0, self._overlap_tile(_as_float(image), tile, flip, scales, crf)
             return
         if not 0 <= overlap < tile:
             raise ValueError(f"overlap must be in [0, tile), got {overlap} for tile {tile}")

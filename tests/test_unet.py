@@ -128,26 +128,20 @@ def test_overlap_tile_equals_whole_image(depth: int, tile: int) -> None:
         overlap_tile(_net(depth, padding="same"), x, tile)
 
 
-def test_predictor_tiling_equals_whole_image_where_tiles_hold_the_context() -> None:
-    """The project's Predictor uses the U-Net unchanged (output size == input size). Its tiles
-    carry no context beyond themselves, so each tile mirrors its own border: wherever every
-    tile covering a pixel holds that pixel's whole receptive field, tiled == whole-image."""
-    net = _net(2)  # pooling grid 4; receptive field 44 px
-    rf = int(net.output_grid.rf)
+def test_predictor_tiling_is_overlap_tile_and_equals_whole_image() -> None:
+    """The project's Predictor tiles a valid U-Net with the paper's overlap-tile strategy (each
+    tile's context from the image): tiled == whole-image everywhere, also for a tile size that
+    is not a multiple of the pooling grid (rounded down to one)."""
+    net = _net(2)  # pooling grid 4
     predictor = Predictor(net, ["membrane", "cell"], [[0, 0, 0], [255, 255, 255]])
     g = torch.Generator().manual_seed(1)
-    grey = torch.randint(0, 256, (1, 208, 208), dtype=torch.uint8, generator=g)
+    grey = torch.randint(0, 256, (1, 150, 131), dtype=torch.uint8, generator=g)
     image = grey.expand(3, -1, -1)  # a grey image stored as RGB, as the loaders give it
     whole = predictor.probabilities(image)
-    # Tiles [0, 112) and [96, 208) per axis: starts 0 and 96 are multiples of 4.
-    tiled = predictor.probabilities(image, tile=112, overlap=16)
-    assert whole.shape == tiled.shape == (2, 208, 208)
-    keep = torch.zeros(208, dtype=torch.bool)
-    keep[: 112 - rf] = True  # only in the first tile, far from its inner edge
-    keep[96 + rf :] = True
-    sel = keep[:, None] & keep[None, :]
-    assert int(sel.sum()) > 50**2
-    assert_close(tiled[:, sel], whole[:, sel], rtol=1e-4, atol=1e-5)
+    for tile in (64, 50):
+        tiled = predictor.probabilities(image, tile=tile, overlap=16)
+        assert whole.shape == tiled.shape == (2, 150, 131)
+        assert_close(tiled, whole, rtol=1e-4, atol=1e-5)
     # Grey in RGB is the grey network's input: the same as feeding one channel.
     with torch.no_grad():
         one = net(net.preprocess(image[None].float() / 255)[:, :1])

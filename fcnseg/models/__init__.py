@@ -1,8 +1,11 @@
-"""FCN models, backbones and the paper's building blocks."""
+"""FCN models, backbones and the paper's building blocks; U-Net for comparison."""
+
+from torch import nn
 
 from fcnseg.models.backbones import BACKBONES, Backbone, build_backbone
 from fcnseg.models.fcn import FCN, fcn8s, fcn16s, fcn32s
 from fcnseg.models.surgery import convolutionalize, transplant
+from fcnseg.models.unet import UNet, unet
 from fcnseg.models.upsample import bilinear_deconv, bilinear_kernel
 
 __all__ = [
@@ -10,6 +13,7 @@ __all__ = [
     "FCN",
     "MODELS",
     "Backbone",
+    "UNet",
     "bilinear_deconv",
     "bilinear_kernel",
     "build_backbone",
@@ -19,14 +23,16 @@ __all__ = [
     "fcn16s",
     "fcn32s",
     "transplant",
+    "unet",
 ]
 
 #: Builders by name, as the command line and configs refer to them.
-MODELS = {"fcn32s": fcn32s, "fcn16s": fcn16s, "fcn8s": fcn8s}
+MODELS = {"fcn32s": fcn32s, "fcn16s": fcn16s, "fcn8s": fcn8s, "unet": unet}
 
 
-def build_model(name: str, **kwargs: object) -> FCN:
-    """Build ``fcn32s`` / ``fcn16s`` / ``fcn8s`` by name with the builders' keyword arguments."""
+def build_model(name: str, **kwargs: object) -> nn.Module:
+    """Build ``fcn32s`` / ``fcn16s`` / ``fcn8s`` / ``unet`` by name with the builders' keyword
+    arguments."""
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
     return MODELS[name](**kwargs)  # type: ignore[operator]
