@@ -70,15 +70,20 @@ def _geometry(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    import shlex
+
     from fcnseg.config import ConfigError, load_config
-    from fcnseg.engine.trainer import Trainer
+    from fcnseg.engine.trainer import Trainer, TrainingInterrupted
 
     try:
         cfg = load_config(args.config, args.set)
     except ConfigError as err:
         raise SystemExit(f"fcnseg train: {err}") from err
     run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    if not args.resume and (run_dir / "checkpoints" / "last.safetensors").exists():
+    last = run_dir / "checkpoints" / "last"
+    if not args.resume and any(
+        Path(f"{last}{ext}").exists() for ext in (".safetensors", ".state.pt")
+    ):
         raise SystemExit(
             f"fcnseg train: {run_dir} already holds a run; add --resume to continue it or "
             "choose another -o"
@@ -86,11 +91,34 @@ def _train(args: argparse.Namespace) -> int:
     from fcnseg.data.base import DataError
     from fcnseg.engine.checkpoint import CheckpointError
 
+    sets = [x for item in args.set for x in ("--set", item)]
+    extra = ["--stop-at", str(args.stop_at)] if args.stop_at is not None else []
+    extra += ["--no-progress"] if args.no_progress else []
+    resume = shlex.join(
+        ["fcnseg", "train", args.config, "-o", str(run_dir), *sets, *extra, "--resume"]
+    )
+    trainer = None
     try:
         trainer = Trainer(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
-    except (CheckpointError, DataError) as err:
+        result = trainer.train(stop_at=args.stop_at)
+    except TrainingInterrupted as stop:
+        if trainer is None or trainer.dist.is_main:
+            print(f"fcnseg train: {stop}\nresume with:\n  {resume}", file=sys.stderr)
+        return 128 + stop.signum
+    except KeyboardInterrupt:
+        print(
+            f"fcnseg train: interrupted without saving; the checkpoints already in {run_dir} "
+            f"(if any) are intact; resume with:\n  {resume}",
+            file=sys.stderr,
+        )
+        return 130
+    except (CheckpointError, DataError, FloatingPointError) as err:
         raise SystemExit(f"fcnseg train: {err}") from err
-    result = trainer.train(stop_at=args.stop_at)
+    except OSError as err:
+        raise SystemExit(
+            f"fcnseg train: {err} (training into {run_dir}; its checkpoints are intact: "
+            "continue with --resume once this is fixed)"
+        ) from err
     if trainer.dist.is_main:
         print(f"run directory: {result.run_dir}")
         if result.metrics:
@@ -150,6 +178,7 @@ def _predict(args: argparse.Namespace) -> int:
     from fcnseg.engine.checkpoint import CheckpointError
     from fcnseg.inference import Predictor, predict_paths
 
+    failures: list[tuple[Path, str]] = []
     try:
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
         written = predict_paths(
@@ -162,11 +191,18 @@ def _predict(args: argparse.Namespace) -> int:
             scales=TTA_SCALES if args.tta else (1.0,),
             crf=_crf(args),
             save_probabilities=args.probabilities,
+            batch_size=args.batch_size,
             progress=not args.no_progress,
+            failures=failures,
         )
     except (CheckpointError, DataError, ValueError) as err:
         raise SystemExit(f"fcnseg predict: {err}") from err
     print(f"wrote {len(written)} label maps (+ overlays) to {args.out}")
+    for path, message in failures:
+        print(f"skipped {path}: {message}", file=sys.stderr)
+    if failures:
+        print(f"fcnseg predict: {len(failures)} file(s) could not be read (above)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -267,6 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, help="overlap-tiled inference with this tile size (px)")
     p.add_argument("--overlap", type=int, default=64, help="tile overlap in px (default 64)")
     p.add_argument("--probabilities", action="store_true", help="also write NAME_probs.npy")
+    p.add_argument("--batch-size", type=int, default=4, help="same-size images per pass (4)")
     _add_refine_args(p)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--no-progress", action="store_true")

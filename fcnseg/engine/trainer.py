@@ -5,16 +5,28 @@ A run directory holds ``config.yaml`` (the resolved config), ``log.csv``, Tensor
 the final evaluation. Resuming restores the model, optimiser, scheduler, grad scaler, every RNG
 and the position in the data stream, so an interrupted CPU run ends bit-identical to an
 uninterrupted one.
+
+Interruptions: SIGINT (Ctrl-C) and SIGTERM finish the current iteration, save a checkpoint and
+raise :class:`TrainingInterrupted` (a second signal quits at once, leaving the previous
+checkpoint); a SIGKILL loses at most the iterations since the last checkpoint, whose files are
+never half-written (see :mod:`fcnseg.engine.checkpoint`). A non-finite loss or gradient stops
+the run (``train.on_nonfinite: stop``) or skips the step (``skip``); NaN weights are never saved.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
+import os
 import random
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,7 +52,7 @@ from fcnseg.engine.loaders import Resized, SampleStream, SeededSamples, ShardSam
 from fcnseg.losses import SegmentationLoss, median_frequency_weights
 from fcnseg.models import FCN, build_model
 
-__all__ = ["TrainResult", "Trainer", "model_spec"]
+__all__ = ["TrainResult", "Trainer", "TrainingInterrupted", "model_spec"]
 
 log = logging.getLogger("fcnseg")
 
@@ -55,6 +67,21 @@ class TrainResult:
     iteration: int
     metrics: dict[str, Any]
     best_mean_iu: float
+    #: Optimiser steps skipped for a non-finite loss or gradient (``train.on_nonfinite: skip``).
+    skipped_steps: int = 0
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped training after ``iteration``, with a checkpoint saved there."""
+
+    def __init__(self, signum: int, iteration: int, checkpoint: Path) -> None:
+        self.signum = signum
+        self.iteration = iteration
+        self.checkpoint = checkpoint
+        super().__init__(
+            f"{signal.Signals(signum).name} received: stopped after iteration {iteration} and "
+            f"saved {checkpoint}"
+        )
 
 
 def model_spec(cfg: Config, num_classes: int) -> dict[str, Any]:
@@ -195,11 +222,19 @@ class Trainer:
         self._matrix: Any = None
         self.best_mean_iu = -1.0
         self.metrics: dict[str, Any] = {}
+        self.skipped_steps = 0
+        #: (file, iteration) of the last resumable checkpoint on disk.
+        self.last_checkpoint: tuple[Path, int] | None = None
+        self._signal = 0
         if resume:
             self._resume()
         elif self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             cfg.dump(self.run_dir / "config.yaml")
+            # Leftovers of an attempt killed before its first checkpoint start over too.
+            self._truncate_log(0)
+            if self.ckpt_dir.is_dir():
+                ckpt.remove_temporary(self.ckpt_dir)
 
     # ------------------------------------------------------------------ set-up
 
@@ -216,6 +251,12 @@ class Trainer:
         model = build_model(name, backbone_weights=m.backbone_weights, **spec)
         if m.init_from:
             source = ckpt.load_checkpoint(m.init_from)
+            _check_spec(
+                source,
+                spec | {"name": name},
+                ("backbone", "num_classes"),
+                f"model.init_from: {source.path}",
+            )
             copied = model.init_from(source.path)
             log.info("initialised from %s (%d tensors)", source.path, len(copied))
         return model
@@ -277,41 +318,75 @@ class Trainer:
             "config": self.cfg.to_dict(),
         }
 
+    def _last_good(self) -> str:
+        if self.last_checkpoint is None:
+            return "none yet"
+        path, iteration = self.last_checkpoint
+        return f"{path} (iteration {iteration})"
+
     def save(self, name: str = "last", *, with_state: bool = True) -> None:
-        """Write ``checkpoints/NAME.safetensors`` (+ ``NAME.state.pt``) on the main process."""
+        """Write ``checkpoints/NAME.safetensors`` (+ ``NAME.state.pt``) on the main process.
+
+        Raises :class:`FloatingPointError` instead of saving weights holding NaN/inf, and
+        :class:`~fcnseg.engine.checkpoint.CheckpointWriteError` when the disk refuses the write;
+        either way the previous checkpoint stays as it was.
+        """
         if not self.dist.is_main:
             return
-        if with_state:
-            ckpt.save_state(
-                self.ckpt_dir / f"{name}.state.pt",
-                {
-                    "iteration": self.iteration,
-                    "optimizer": self.optimizer.state_dict(),
-                    "scheduler": self.scheduler.state_dict(),
-                    "scaler": self.scaler.state_dict(),
-                    "rng": _rng_state(),
-                    "best_mean_iu": self.best_mean_iu,
-                    "metrics": self.metrics,
-                },
+        path = self.ckpt_dir / f"{name}.safetensors"
+        bad = ckpt.nonfinite_tensors(self.net.state_dict())
+        if bad:
+            raise FloatingPointError(
+                f"the weights are not finite after iteration {self.iteration} ({bad[0]} holds "
+                f"NaN/inf); refusing to overwrite {path}. Last good checkpoint: "
+                f"{self._last_good()}; resume from it with --resume (e.g. with a lower train.lr)"
             )
-        ckpt.save_checkpoint(
-            self.ckpt_dir / f"{name}.safetensors",
-            self.net,
-            metrics=self.metrics,
-            iteration=self.iteration,
-            **self._meta(),
-        )
+        try:
+            if not with_state:
+                ckpt.save_checkpoint(
+                    path, self.net, metrics=self.metrics, iteration=self.iteration, **self._meta()
+                )
+                return
+            state = {
+                "iteration": self.iteration,
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": _rng_state(),
+                "best_mean_iu": self.best_mean_iu,
+                "metrics": self.metrics,
+            }
+            ckpt.save_resumable(
+                self.ckpt_dir, name, self.net, state, metrics=self.metrics, **self._meta()
+            )
+        except ckpt.CheckpointWriteError as err:
+            raise ckpt.CheckpointWriteError(
+                f"{err} (iteration {self.iteration}; last good checkpoint: {self._last_good()})"
+            ) from err
+        if name == "last":
+            self.last_checkpoint = (path, self.iteration)
 
     def _resume(self) -> None:
-        weights = self.ckpt_dir / "last.safetensors"
-        state = ckpt.load_state(self.ckpt_dir / "last.state.pt")
-        loaded = ckpt.load_checkpoint(weights)
-        if loaded.iteration != state["iteration"]:
+        if self.dist.is_main:
+            ckpt.repair_resumable(self.ckpt_dir, "last")
+        barrier()
+        loaded, state = ckpt.load_resumable(self.ckpt_dir, "last")
+        _check_spec(
+            loaded,
+            model_spec(self.cfg, self.num_classes),
+            ("name", "backbone", "num_classes", "mode", "at_once", "learnable_upsampling"),
+            f"--resume: {loaded.path}",
+            hint=(
+                f"resume with the run's own config ({self.run_dir / 'config.yaml'}) or start a "
+                "new run with another -o"
+            ),
+        )
+        try:
+            self.net.load_state_dict({k: v.to(self.device) for k, v in loaded.state_dict.items()})
+        except RuntimeError as err:
             raise ckpt.CheckpointError(
-                f"{weights} (iteration {loaded.iteration}) and last.state.pt (iteration "
-                f"{state['iteration']}) disagree; the run directory was modified"
-            )
-        self.net.load_state_dict({k: v.to(self.device) for k, v in loaded.state_dict.items()})
+                f"--resume: {loaded.path} does not fit the model: {err}"
+            ) from err
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
@@ -319,21 +394,25 @@ class Trainer:
         self.iteration = state["iteration"]
         self.best_mean_iu = state["best_mean_iu"]
         self.metrics = state.get("metrics", {})
+        self.last_checkpoint = (loaded.path, self.iteration)
         self._truncate_log(self.iteration)
         log.info("resumed %s at iteration %d", self.run_dir, self.iteration)
 
     # ------------------------------------------------------------------ logging
 
     def _truncate_log(self, iteration: int) -> None:
+        """Keep the log rows up to ``iteration`` (rewritten atomically; a row cut by a kill is
+        dropped)."""
         path = self.run_dir / "log.csv"
         if not path.is_file() or not self.dist.is_main:
             return
-        with path.open() as f:
-            rows = [r for r in csv.DictReader(f) if int(r["iteration"]) <= iteration]
-        with path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=LOG_FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
+        with path.open(newline="") as f:
+            rows = [r for r in csv.DictReader(f) if _row_iteration(r) <= iteration]
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=LOG_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        ckpt.atomic_write(path, out.getvalue().encode())
 
     def _log(self, row: dict[str, Any], writer: Any) -> None:
         if not self.dist.is_main:
@@ -370,13 +449,66 @@ class Trainer:
         )
         return matrix.compute(self.classes), matrix, kept
 
-    def train(self, *, stop_at: int | None = None) -> TrainResult:
+    @contextmanager
+    def _signals(self) -> Iterator[None]:
+        """Turn SIGINT/SIGTERM into a request to stop after the current iteration (a second one
+        quits at once). Only the main thread can install handlers; elsewhere this does nothing.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        pid = os.getpid()
+
+        def handler(signum: int, frame: Any) -> None:
+            if os.getpid() != pid:
+                return  # a forked data-loader worker: the training process stops the run
+            name = signal.Signals(signum).name
+            if self._signal:
+                raise KeyboardInterrupt(f"second {name}: quit without saving")
+            self._signal = signum
+            if self.dist.is_main:
+                print(
+                    f"fcnseg: {name} received; stopping with a checkpoint at the end of this "
+                    "iteration (send it again to quit at once, without saving)",
+                    file=sys.stderr,
+                    flush=True,
+                )
+
+        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    def _stop_signal(self) -> int:
+        """The signal asking to stop (0: none), agreed by every process of the job."""
+        if not self.dist.enabled:
+            return self._signal
+        import torch.distributed as dist
+
+        flag = torch.tensor([self._signal], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
+
+    def train(self, *, stop_at: int | None = None, handle_signals: bool = True) -> TrainResult:
         """Train to ``train.iterations`` (or stop after iteration ``stop_at`` with a checkpoint,
-        as an interruption would)."""
+        as an interruption would).
+
+        With ``handle_signals``, SIGINT/SIGTERM save a checkpoint at the end of the current
+        iteration and raise :class:`TrainingInterrupted`.
+        """
+        self._signal = 0
+        signals = self._signals() if handle_signals else _nothing()
+        with signals:
+            return self._train(stop_at)
+
+    def _train(self, stop_at: int | None) -> TrainResult:
         t = self.cfg.train
         total = t.iterations
         end = total if stop_at is None else min(stop_at, total)
         per_step = self.cfg.data.batch_size * t.iter_size
+        # Created after the signal handlers: forked workers inherit (and ignore) them.
         batches = iter(self._train_loader(self.iteration * per_step))
         writer = None
         if self.dist.is_main:
@@ -411,20 +543,33 @@ class Trainer:
                     )
                 if self.iteration % t.eval_every == 0 or self.iteration == total:
                     self._evaluate_and_keep_best(writer)
-                if self.iteration % t.checkpoint_every == 0 or self.iteration == end:
+                saved = self.iteration % t.checkpoint_every == 0 or self.iteration == end
+                if saved:
                     self.save("last")
                     barrier()
+                signum = self._stop_signal()
+                if signum and self.iteration < end:
+                    if not saved:
+                        self.save("last")
+                        barrier()
+                    raise TrainingInterrupted(
+                        signum, self.iteration, self.ckpt_dir / "last.safetensors"
+                    )
         finally:
             bar.close()
             if writer is not None:
                 writer.close()
         if self.iteration == total and self.dist.is_main:
             self._final_report()
-        return TrainResult(self.run_dir, self.iteration, self.metrics, self.best_mean_iu)
+        return TrainResult(
+            self.run_dir, self.iteration, self.metrics, self.best_mean_iu, self.skipped_steps
+        )
 
     def _step(self, batches: Any) -> float:
         t = self.cfg.train
         self.optimizer.zero_grad(set_to_none=True)
+        # A skipped step must leave no trace: keep the BatchNorm statistics its forward updates.
+        kept = [b.detach().clone() for b in self.net.buffers()] if t.on_nonfinite == "skip" else []
         total = 0.0
         for _ in range(t.iter_size):
             images, masks = next(batches)
@@ -439,14 +584,34 @@ class Trainer:
             self.scaler.scale(loss).backward()
             total += float(loss.detach())
         if not math.isfinite(total):
-            where = self.ckpt_dir / "last.safetensors"
+            problem = f"the loss is {total}"
+        elif not self._grads_finite():
+            problem = f"the gradients are not finite (loss {total:.4g})"
+        else:
+            problem = ""
+        if problem:
             message = (
-                f"loss is {total} at iteration {self.iteration + 1}; last good checkpoint: "
-                f"{where if where.exists() else 'none yet'}"
+                f"{problem} at iteration {self.iteration + 1}; last good checkpoint: "
+                f"{self._last_good()}"
             )
             if t.on_nonfinite == "stop":
-                raise FloatingPointError(message + " (set train.on_nonfinite=skip to skip)")
-            log.warning("%s — skipping this step", message)
+                raise FloatingPointError(
+                    f"{message}. Stopped (train.on_nonfinite=stop): resume from the checkpoint "
+                    "with --resume (e.g. with a lower train.lr), or set train.on_nonfinite=skip "
+                    "to skip such steps"
+                )
+            with torch.no_grad():
+                for buffer, value in zip(self.net.buffers(), kept, strict=True):
+                    buffer.copy_(value)
+            broken = ckpt.nonfinite_tensors(self.net.state_dict())
+            if broken:  # an earlier step overflowed the weights: skipping cannot help
+                raise FloatingPointError(
+                    f"{message}; the weights themselves are not finite ({broken[0]}), so "
+                    "skipping cannot help: resume from the checkpoint with --resume and a lower "
+                    "train.lr"
+                )
+            log.warning("%s; skipping this step (train.on_nonfinite=skip)", message)
+            self.skipped_steps += 1
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             return total
@@ -454,6 +619,12 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         return total
+
+    def _grads_finite(self) -> bool:
+        if self.scaler.is_enabled():
+            return True  # fp16 loss scaling skips steps with inf gradients itself
+        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        return not grads or bool(torch.stack([g.isfinite().all() for g in grads]).all())
 
     def _evaluate_and_keep_best(self, writer: Any) -> None:
         metrics, self._matrix, _ = self.run_eval()
@@ -480,6 +651,40 @@ class Trainer:
                 for r in csv.DictReader(f)
             ]
         plot_curves(self.run_dir / "curves.png", rows)
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield
+
+
+def _row_iteration(row: dict[str, Any]) -> float:
+    """A log row's iteration; rows cut short by a kill count as infinitely late (dropped)."""
+    try:
+        if None in row.values():
+            return math.inf
+        return int(row["iteration"])
+    except (KeyError, TypeError, ValueError):
+        return math.inf
+
+
+def _check_spec(
+    source: ckpt.Checkpoint,
+    expected: dict[str, Any],
+    keys: tuple[str, ...],
+    what: str,
+    hint: str = "use a checkpoint of the same model and dataset",
+) -> None:
+    """Raise a :class:`CheckpointError` naming both values of every key that differs."""
+    diffs = [
+        f"{k}: checkpoint {source.model.get(k)!r}, this run {expected.get(k)!r}"
+        for k in keys
+        if k in source.model and source.model[k] != expected.get(k)  # older files may lack keys
+    ]
+    if diffs:
+        raise ckpt.CheckpointError(
+            f"{what} does not match the configured model ({'; '.join(diffs)}); {hint}"
+        )
 
 
 def _build_split(cfg: Config, split: str) -> SegmentationDataset:
