@@ -118,7 +118,7 @@ def write_report(
     plot_confusion(out / "confusion.png", matrix.matrix.cpu().numpy(), class_names)
     iu = {k: (0.0 if v is None or v != v else float(v)) for k, v in metrics["per_class_iu"].items()}
     plot_per_class_iou(out / "per_class_iou.png", iu)
-    return metrics
+    return payload
 
 
 def jsonable(value: Any) -> Any:
