@@ -37,7 +37,7 @@ from fcnseg.data.resident import ResidentData  # noqa: E402
 from fcnseg.data.transforms import fill_from_preprocess  # noqa: E402
 from fcnseg.losses import SegmentationLoss, median_frequency_weights  # noqa: E402
 from fcnseg.metrics import ConfusionMatrix  # noqa: E402
-from fcnseg.models import MODELS  # noqa: E402
+from fcnseg.models import FCNS  # noqa: E402
 
 
 @dataclass
@@ -83,7 +83,7 @@ def build(stage: str, weights: str, previous: torch.nn.Module | None) -> torch.n
         kwargs["at_once"] = True
     elif name != "fcn32s":
         kwargs["init_from"] = previous
-    return MODELS[name](**kwargs)
+    return FCNS[name](**kwargs)
 
 
 def evaluate(model: torch.nn.Module, data: ResidentData, p: Preset, dev: torch.device) -> Any:

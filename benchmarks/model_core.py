@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from fcnseg.models import BACKBONES, MODELS
+from fcnseg.models import BACKBONES, FCNS
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 
@@ -48,7 +48,7 @@ def param_counts(num_classes: int) -> list[dict[str, object]]:
     rows = []
     with torch.device("meta"):  # shapes only: no memory, no init cost
         for backbone in BACKBONES:
-            for name, build in MODELS.items():
+            for name, build in FCNS.items():
                 model = build(backbone=backbone, num_classes=num_classes)
                 rows.append(
                     {
@@ -86,7 +86,7 @@ def main() -> None:
         cases += [(b, "exact") for b in BACKBONES if b != "vgg16"]
     timings = []
     for backbone, mode in cases:
-        model = MODELS["fcn8s"](backbone=backbone, num_classes=21, mode=mode).eval()
+        model = FCNS["fcn8s"](backbone=backbone, num_classes=21, mode=mode).eval()
         ms = forward_ms(model, args.size, args.repeats)
         row = {
             "model": "fcn8s",

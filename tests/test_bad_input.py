@@ -1,5 +1,5 @@
 """Bad input, one test per kind: a :class:`DataError` / :class:`ConfigError` naming the file or key
-and saying what to do, or a documented correct result. The table in ``docs/reliability-input.md``
+and saying what to do, or a documented correct result. The table in ``docs/reliability.md``
 maps each kind to its test here.
 
 Already covered in ``tests/test_datasets.py`` and not repeated: missing files and folders, a

@@ -222,3 +222,25 @@ def test_dropout_only_in_training() -> None:
     net.train()
     with torch.no_grad():
         assert not torch.equal(net(x), net(x))
+
+
+def test_unet_trains_through_the_pipeline_and_reloads(tmp_path) -> None:
+    """`fcnseg train` with model.name=unet, elastic deformation and the weight map: runs,
+    checkpoints, and the checkpoint rebuilds a U-Net that predicts through the Predictor."""
+    from fcnseg.cli import main
+
+    run = tmp_path / "run"
+    overrides = ["data.dataset=synthetic", "data.root=null",
+                 "data.options={num_images: 6, size: [40, 48]}",
+                 "data.crop_size=[32, 32]", "data.batch_size=2", "data.val_batch_size=2",
+                 "data.num_workers=0", "model.in_channels=3", "model.base_width=4",
+                 "model.depth=2", "train.iterations=2", "train.eval_every=2",
+                 "train.checkpoint_every=2"]  # fmt: skip
+    args = ["train", "unet_isbi2012", "-o", str(run), "--no-progress"]
+    assert main([*args, *[x for o in overrides for x in ("--set", o)]]) == 0
+    assert any((run / "weightmaps").iterdir()), "weight maps are cached in the run"
+    p = Predictor.from_checkpoint(run, device="cpu")
+    assert p.model.__class__.__name__ == "UNet" and len(p.classes) == 6
+    image = torch.randint(0, 256, (3, 37, 45), dtype=torch.uint8)
+    assert p.predict(image).shape == (37, 45)
+    assert torch.equal(p.predict(image, tile=16, overlap=4), p.predict(image))

@@ -16,7 +16,7 @@ Conventions shared by every dataset:
   globally, which this module respects.
 * Every error message names the file (or the ``name`` given with encoded bytes) and says what to
   do; ``tests/test_bad_input.py`` covers each kind of bad input (see
-  ``docs/reliability-input.md``).
+  ``docs/reliability.md``).
 """
 
 from __future__ import annotations

@@ -183,7 +183,8 @@ class Checkpoint:
         except RuntimeError as err:
             raise CheckpointError(f"{self.path}: weights do not fit the model: {err}") from err
         model.preprocess = Preprocess.from_dict(self.preprocess)
-        model.backbone.preprocess = model.preprocess
+        if hasattr(model, "backbone"):  # FCNs share it with their backbone; U-Net has none
+            model.backbone.preprocess = model.preprocess
         return model
 
 

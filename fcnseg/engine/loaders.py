@@ -96,9 +96,9 @@ class Resized:
         self.resize = v2.Resize(tuple(size), antialias=True)
         self.then = then
 
-    def __call__(self, image: Any, mask: Any) -> Any:
-        image, mask = self.resize(image, mask)
-        return self.then(image, mask) if self.then is not None else (image, mask)
+    def __call__(self, image: Any, mask: Any, *extra: Any) -> Any:
+        out = self.resize(image, mask, *extra)  # extra: e.g. a weight map, resized like the mask
+        return self.then(*out) if self.then is not None else out
 
 
 def make_loader(

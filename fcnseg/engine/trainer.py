@@ -50,7 +50,7 @@ from fcnseg.engine.distributed import barrier, setup
 from fcnseg.engine.evaluate import autocast, evaluate, write_report
 from fcnseg.engine.loaders import Resized, SampleStream, SeededSamples, ShardSampler, make_loader
 from fcnseg.losses import SegmentationLoss, median_frequency_weights
-from fcnseg.models import FCN, build_model
+from fcnseg.models import build_model
 
 __all__ = ["TrainResult", "Trainer", "TrainingInterrupted", "model_spec"]
 
@@ -86,6 +86,18 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 def model_spec(cfg: Config, num_classes: int) -> dict[str, Any]:
     """Builder arguments stored in checkpoints (weights travel in the file itself)."""
+    m = cfg.model
+    if m.name == "unet":
+        return {
+            "name": "unet",
+            "num_classes": num_classes,
+            "in_channels": m.in_channels,
+            "base_width": m.base_width,
+            "depth": m.depth,
+            "padding": m.padding,
+            "fuse": m.fuse,
+            "dropout": m.dropout,
+        }
     spec: dict[str, Any] = {
         "name": cfg.model.name,
         "backbone": cfg.model.backbone,
@@ -175,7 +187,7 @@ class Trainer:
         self.ignore_index = self.train_set.ignore_index
 
         self.model = self._build_model()
-        self.net: FCN = self.model
+        self.net: nn.Module = self.model
         fill = fill_from_preprocess(self.net.preprocess)
         augment = train_transforms(
             crop_size=tuple(d.crop_size) if d.crop_size else None,
@@ -184,9 +196,23 @@ class Trainer:
             jitter=d.jitter,
             fill=fill,
             ignore_index=self.ignore_index,
+            elastic_sigma=d.elastic_sigma,
+            elastic_grid=d.elastic_grid,
         )
         plain = eval_transforms()
         self.train_set.transforms = Resized(d.resize, augment) if d.resize else augment
+        if cfg.train.weight_map:
+            # U-Net's border weights, computed once per label file and moved with the mask.
+            from fcnseg.weightmap import WeightMapCache, WithWeightMaps
+
+            cache = WeightMapCache(
+                cache_dir=self.run_dir / "weightmaps",
+                w0=cfg.train.weight_map_w0,
+                sigma=cfg.train.weight_map_sigma,
+                class_weights=cfg.train.weight_map_class_weights,
+                ignore_index=self.ignore_index,
+            )
+            self.train_set = WithWeightMaps(self.train_set, cache)  # type: ignore[assignment]
         self.val_set.transforms = Resized(d.resize, plain) if d.resize else plain
         self.collate = PadCollate(ignore_index=self.ignore_index, fill=tuple(c / 255 for c in fill))
 
@@ -244,10 +270,17 @@ class Trainer:
         np.random.seed(seed % 2**32)
         torch.manual_seed(seed)
 
-    def _build_model(self) -> FCN:
+    def _build_model(self) -> nn.Module:
         m = self.cfg.model
         spec = model_spec(self.cfg, self.num_classes)
         name = spec.pop("name")
+        if name == "unet":
+            if m.init_from or m.backbone_weights:
+                raise ValueError(
+                    "model.init_from / model.backbone_weights do not apply to unet (it trains "
+                    "from scratch, as in the U-Net paper)"
+                )
+            return build_model(name, **spec)
         model = build_model(name, backbone_weights=m.backbone_weights, **spec)
         if m.init_from:
             source = ckpt.load_checkpoint(m.init_from)
@@ -572,15 +605,16 @@ class Trainer:
         kept = [b.detach().clone() for b in self.net.buffers()] if t.on_nonfinite == "skip" else []
         total = 0.0
         for _ in range(t.iter_size):
-            images, masks = next(batches)
+            images, masks, *extra = next(batches)  # extra: U-Net weight maps, if configured
             images = images.to(self.device, non_blocking=True)
             masks = masks.to(self.device, non_blocking=True)
+            weights = extra[0].to(self.device, non_blocking=True) if extra else None
             x = self.net.preprocess(images)
             if t.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast(self.device, t.amp):
                 logits = self.model(x)
-            loss = self.criterion(logits.float(), masks) / t.iter_size
+            loss = self.criterion(logits.float(), masks, weight_map=weights) / t.iter_size
             self.scaler.scale(loss).backward()
             total += float(loss.detach())
         if not math.isfinite(total):

@@ -11,6 +11,7 @@ from fcnseg.models.upsample import bilinear_deconv, bilinear_kernel
 __all__ = [
     "BACKBONES",
     "FCN",
+    "FCNS",
     "MODELS",
     "Backbone",
     "UNet",
@@ -27,7 +28,8 @@ __all__ = [
 ]
 
 #: Builders by name, as the command line and configs refer to them.
-MODELS = {"fcn32s": fcn32s, "fcn16s": fcn16s, "fcn8s": fcn8s, "unet": unet}
+FCNS = {"fcn32s": fcn32s, "fcn16s": fcn16s, "fcn8s": fcn8s}
+MODELS = {**FCNS, "unet": unet}
 
 
 def build_model(name: str, **kwargs: object) -> nn.Module:
