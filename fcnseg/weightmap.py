@@ -200,8 +200,8 @@ class WithWeightMaps(torch.utils.data.Dataset):
     with the mask (:class:`fcnseg.data.transforms.SegmentationTransforms` does). Batch with
     :class:`fcnseg.data.transforms.PadCollate` (pads weights with 0).
 
-    ``dataset`` must have ``samples`` with ``.mask`` paths (every file dataset of fcnseg does),
-    ``load(i)`` and ``transforms``.
+    ``dataset`` needs ``load(i)`` and ``transforms``; with ``samples`` holding ``.mask`` paths
+    (every file dataset of fcnseg) the maps are cached per file, otherwise computed per sample.
     """
 
     def __init__(self, dataset: Any, cache: WeightMapCache) -> None:
@@ -220,7 +220,12 @@ class WithWeightMaps(torch.utils.data.Dataset):
         from fcnseg.data.transforms import WeightMap
 
         image, mask = self.dataset.load(index)
-        weights = WeightMap(torch.from_numpy(self.cache(self.dataset.samples[index].mask, mask)))
+        samples = getattr(self.dataset, "samples", None)
+        if samples is not None:  # file data: cached per label file
+            array = self.cache(samples[index].mask, mask)
+        else:  # generated data (no file to key a cache on): computed each time
+            array = unet_weight_map(mask, **self.cache.options)
+        weights = WeightMap(torch.from_numpy(array))
         transforms = self.dataset.transforms
         if transforms is None:
             return image, mask, weights

@@ -172,7 +172,8 @@ def run_evaluation(
         cfg = Config.from_dict(raw, source=f"config stored in {ckpt.path}")
     split = split or cfg.data.val_split
     dataset = dataset_for_eval(cfg, split)
-    model = ckpt.build_model().to(dev)
+    # channels_last: faster on CPU and GPU, same results to float rounding (benchmarks/speed.py)
+    model = ckpt.build_model().to(dev, memory_format=torch.channels_last)
     if list(dataset.classes) != list(ckpt.classes):
         raise ValueError(
             f"{ckpt.path} was trained on classes {ckpt.classes}, the data has {dataset.classes}"
@@ -193,6 +194,7 @@ def run_evaluation(
         ignore_index=ckpt.ignore_index,
         device=dev,
         amp=cfg.train.amp,
+        channels_last=True,
         progress=progress and dist.is_main,
         keep=save_panels,
         flip=flip,
