@@ -117,3 +117,38 @@ def shared_path(shared_dir: Path) -> Callable[..., Path]:
 def vgg16_shared_weights(shared_path: Callable[..., Path]) -> Path:
     """The shared ImageNet VGG16 conv weights (float16, Caffe 0–255 mean metadata)."""
     return shared_path(*VGG16_SHARED_WEIGHTS.parts)
+
+
+# --- a small saved model ----------------------------------------------------------------
+
+
+def _fcn_checkpoint(
+    path: Path,
+    *,
+    classes: list[str],
+    palette: list[list[int]],
+    std: float = 0.1,
+    backbone: str = "resnet18",
+    seed: int = 0,
+) -> Path:
+    """Save an FCN-8s whose score layers are random (the paper's zero init would predict one
+    class everywhere), so predictions vary across classes."""
+    import torch
+
+    from fcnseg.engine.checkpoint import save_checkpoint
+    from fcnseg.models import fcn8s
+
+    torch.manual_seed(seed)
+    model = fcn8s(backbone=backbone, num_classes=len(classes))
+    with torch.no_grad():
+        for layer in (model.score_fr, *model.scorers.values()):
+            layer.weight.normal_(0, std)
+    spec = {"name": "fcn8s", "backbone": backbone, "num_classes": len(classes), "mode": "exact"}
+    return save_checkpoint(path, model, model_spec=spec, classes=list(classes),
+                           palette=[list(c) for c in palette], ignore_index=255)  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def make_fcn_checkpoint() -> Callable[..., Path]:
+    """``make_fcn_checkpoint(path, classes=..., palette=..., std=0.1)`` → the saved file."""
+    return _fcn_checkpoint

@@ -19,20 +19,11 @@ TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    model = fcn8s(backbone="resnet18", num_classes=3)
-    with torch.no_grad():
-        for layer in (model.score_fr, *model.scorers.values()):
-            layer.weight.normal_(0, 0.1)
-    spec = {"name": "fcn8s", "backbone": "resnet18", "num_classes": 3, "mode": "exact"}
-    return save_checkpoint(
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, make_fcn_checkpoint) -> Path:
+    return make_fcn_checkpoint(
         tmp_path_factory.mktemp("ckpt") / "m.safetensors",
-        model,
-        model_spec=spec,
         classes=["bg", "a", "b"],
         palette=[[0, 0, 0], [255, 0, 0], [0, 0, 255]],
-        ignore_index=255,
     )
 
 

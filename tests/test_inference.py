@@ -68,32 +68,11 @@ def test_tta_flip_and_scales() -> None:
     torch.testing.assert_close(ms.sum(0), torch.ones(24, 31))
 
 
-def test_predictor_from_checkpoint_any_size(tmp_path) -> None:
+def test_predictor_from_checkpoint_any_size(tmp_path, make_fcn_checkpoint) -> None:
     """A saved FCN-8s checkpoint predicts 1×1, odd and tiled images; uint8 and [0, 1] inputs
     give the same answer (the checkpoint's normalisation is applied)."""
-    from fcnseg.engine.checkpoint import save_checkpoint
-    from fcnseg.models import fcn8s
-
-    model = fcn8s(backbone="resnet18", num_classes=3)
-    with torch.no_grad():
-        for layer in (model.score_fr, *model.scorers.values()):
-            layer.weight.normal_(0, 0.1)
-    spec = {
-        "name": "fcn8s",
-        "backbone": "resnet18",
-        "num_classes": 3,
-        "mode": "exact",
-        "learnable_upsampling": True,
-        "at_once": False,
-    }
-    path = save_checkpoint(
-        tmp_path / "m.safetensors",
-        model,
-        model_spec=spec,
-        classes=["x", "y", "z"],
-        palette=[[0, 0, 0]] * 3,
-        ignore_index=255,
-    )
+    path = make_fcn_checkpoint(tmp_path / "m.safetensors", classes=["x", "y", "z"],
+                               palette=[[0, 0, 0]] * 3)  # fmt: skip
     p = Predictor.from_checkpoint(path, device="cpu")
     assert p.predict(torch.zeros(3, 1, 1, dtype=torch.uint8)).shape == (1, 1)
     image = torch.randint(0, 256, (3, 97, 101), dtype=torch.uint8)
@@ -103,28 +82,16 @@ def test_predictor_from_checkpoint_any_size(tmp_path) -> None:
     torch.testing.assert_close(p.probabilities(image, tile=128), p.probabilities(image))
 
 
-def test_cli_predict_files_folders_globs(tmp_path) -> None:
+def test_cli_predict_files_folders_globs(tmp_path, make_fcn_checkpoint) -> None:
     """`fcnseg predict CKPT INPUT… -o DIR`: palette PNGs of class indices (equal to the Python
     API's answer), overlays, probabilities; any image mode; clear error for missing input."""
     import numpy as np
     from PIL import Image
 
     from fcnseg.cli import main
-    from fcnseg.engine.checkpoint import save_checkpoint
-    from fcnseg.models import fcn8s
 
-    model = fcn8s(backbone="resnet18", num_classes=3)
-    with torch.no_grad():
-        model.score_fr.weight.normal_(0, 0.1)
-    spec = {"name": "fcn8s", "backbone": "resnet18", "num_classes": 3, "mode": "exact"}
-    ckpt = save_checkpoint(
-        tmp_path / "m.safetensors",
-        model,
-        model_spec=spec,
-        classes=["x", "y", "z"],
-        palette=[[0, 0, 0], [255, 0, 0], [0, 255, 0]],
-        ignore_index=255,
-    )
+    ckpt = make_fcn_checkpoint(tmp_path / "m.safetensors", classes=["x", "y", "z"],
+                               palette=[[0, 0, 0], [255, 0, 0], [0, 255, 0]])  # fmt: skip
     folder = tmp_path / "imgs"
     folder.mkdir()
     rng = np.random.default_rng(0)

@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from fcnseg.serve.browser import find_chromium, headless_chromium, wait_for_state
@@ -41,20 +40,10 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server(tmp_path_factory: pytest.TempPathFactory, make_fcn_checkpoint) -> Iterator[str]:
     """`fcnseg serve` on a saved FCN-8s/ResNet-18 checkpoint, in a subprocess on loopback."""
-    from fcnseg.engine.checkpoint import save_checkpoint
-    from fcnseg.models import fcn8s
-
     tmp = tmp_path_factory.mktemp("serve")
-    torch.manual_seed(0)
-    model = fcn8s(backbone="resnet18", num_classes=3)
-    with torch.no_grad():
-        for layer in (model.score_fr, *model.scorers.values()):
-            layer.weight.normal_(0, 0.2)
-    spec = {"name": "fcn8s", "backbone": "resnet18", "num_classes": 3, "mode": "exact"}
-    ckpt = save_checkpoint(tmp / "m.safetensors", model, model_spec=spec, classes=CLASSES,
-                           palette=PALETTE, ignore_index=255)  # fmt: skip
+    ckpt = make_fcn_checkpoint(tmp / "m.safetensors", classes=CLASSES, palette=PALETTE, std=0.2)
     port = _free_port()
     log = (tmp / "serve.log").open("w")
     proc = subprocess.Popen(
