@@ -7,10 +7,9 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fcnseg.crf import CRFParams
     from fcnseg.models import FCN
 
 __all__ = ["main"]
@@ -141,26 +140,31 @@ def _eval(args: argparse.Namespace) -> int:
             save_panels=args.save_panels,
             device=args.device,
             progress=not args.no_progress,
-            flip=args.tta,
-            scales=TTA_SCALES if args.tta else (1.0,),
-            crf=_crf(args),
+            **_refine(args),
         )
     except (CheckpointError, ConfigError) as err:
         raise SystemExit(f"fcnseg eval: {err}") from err
     return 0
 
 
-def _crf(args: argparse.Namespace) -> CRFParams | None:
-    if not args.crf:
-        return None
-    from fcnseg.crf import CRFParams
+def _refine(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``flip``/``scales``/``crf`` keyword arguments of ``--tta`` and ``--crf …``."""
+    crf = None
+    if args.crf:
+        from fcnseg.crf import CRFParams
 
-    return CRFParams(
-        iterations=args.crf_iterations,
-        bilateral_sxy=args.crf_sxy,
-        bilateral_srgb=args.crf_srgb,
-        bilateral_weight=args.crf_weight,
-    )
+        crf = CRFParams(
+            iterations=args.crf_iterations,
+            bilateral_sxy=args.crf_sxy,
+            bilateral_srgb=args.crf_srgb,
+            bilateral_weight=args.crf_weight,
+        )
+    return {"flip": args.tta, "scales": TTA_SCALES if args.tta else (1.0,), "crf": crf}
+
+
+def _add_tile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tile", type=int, help="overlap-tiled inference with this tile size (px)")
+    p.add_argument("--overlap", type=int, default=64, help="tile overlap in px (default 64)")
 
 
 def _add_refine_args(p: argparse.ArgumentParser) -> None:
@@ -187,9 +191,7 @@ def _predict(args: argparse.Namespace) -> int:
             args.out,
             tile=args.tile,
             overlap=args.overlap,
-            flip=args.tta,
-            scales=TTA_SCALES if args.tta else (1.0,),
-            crf=_crf(args),
+            **_refine(args),
             save_probabilities=args.probabilities,
             batch_size=args.batch_size,
             progress=not args.no_progress,
@@ -236,9 +238,7 @@ def _serve(args: argparse.Namespace) -> int:
     options = PredictOptions(
         tile=args.tile,
         overlap=args.overlap,
-        flip=args.tta,
-        scales=TTA_SCALES if args.tta else (1.0,),
-        crf=_crf(args),
+        **_refine(args),
     )
     print(f"fcnseg serve: http://{args.host}:{args.port}/  (API docs at /docs; Ctrl-C stops)")
     run_server(predictor, host=args.host, port=args.port, limits=limits, options=options)
@@ -300,8 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint file or run directory")
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     p.add_argument("-o", "--out", required=True, help="output directory")
-    p.add_argument("--tile", type=int, help="overlap-tiled inference with this tile size (px)")
-    p.add_argument("--overlap", type=int, default=64, help="tile overlap in px (default 64)")
+    _add_tile_args(p)
     p.add_argument("--probabilities", action="store_true", help="also write NAME_probs.npy")
     p.add_argument("--batch-size", type=int, default=4, help="same-size images per pass (4)")
     _add_refine_args(p)
@@ -323,8 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="413 beyond (default 40M)")
     p.add_argument("--max-concurrent", type=int, default=1, help="inferences at once (1)")
     p.add_argument("--max-queue", type=int, default=8, help="requests waiting; 503 beyond (8)")
-    p.add_argument("--tile", type=int, help="overlap-tiled inference with this tile size (px)")
-    p.add_argument("--overlap", type=int, default=64, help="tile overlap in px (default 64)")
+    _add_tile_args(p)
     _add_refine_args(p)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.set_defaults(func=_serve)

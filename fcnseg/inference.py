@@ -144,12 +144,26 @@ class Predictor:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.model(x).float().cpu()
 
+    def _batch_probs(
+        self,
+        images: torch.Tensor,
+        flip: bool,
+        scales: Sequence[float],
+        crf: CRFParams | None,
+        logits_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """B×C×H×W probabilities of a batch of tiles (or whole images): TTA, then the CRF per
+        image if asked. ``logits_fn`` defaults to the plain forward pass."""
+        p = tta_probabilities(logits_fn or self._logits, images, flip=flip, scales=scales)
+        if crf is None:
+            return p
+        return torch.stack([dense_crf(i, q, crf) for i, q in zip(images, p, strict=True)])
+
     def _tile(
         self, image: torch.Tensor, flip: bool, scales: Sequence[float], crf: CRFParams | None
     ) -> torch.Tensor:
-        """Probabilities of one tile (or the whole image): TTA, then the CRF if asked."""
-        p = tta_probabilities(self._logits, image[None], flip=flip, scales=scales)[0]
-        return dense_crf(image, p, crf) if crf is not None else p
+        """Probabilities of one tile (or the whole image)."""
+        return self._batch_probs(image[None], flip, scales, crf)[0]
 
     @torch.no_grad()
     def _overlap_tile(
@@ -172,8 +186,7 @@ class Predictor:
             x = self.model.preprocess(images.to(self.device))
             return overlap_tile(self.model, x, tile).float().cpu()
 
-        p = tta_probabilities(logits, image[None], flip=flip, scales=scales)[0]
-        return dense_crf(image, p, crf) if crf is not None else p
+        return self._batch_probs(image[None], flip, scales, crf, logits)[0]
 
     def probabilities(
         self,
@@ -341,10 +354,7 @@ def predict_paths(
             probs = [predictor.probabilities(images[0], crf=crf, **kwargs)]  # type: ignore[arg-type]
         else:
             batch = torch.stack([_as_float(i) for i in images])
-            stacked = tta_probabilities(predictor._logits, batch, flip=flip, scales=scales)
-            probs = [
-                dense_crf(i, p, crf) if crf else p for i, p in zip(images, stacked, strict=True)
-            ]
+            probs = list(predictor._batch_probs(batch, flip, scales, crf))
         for (path, image), p in zip(group, probs, strict=True):
             labels = p.argmax(0).numpy()
             if save_probabilities:
