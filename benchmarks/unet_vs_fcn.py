@@ -11,7 +11,9 @@ models' predictions on the same held-out images). Run:
 Models: ``unet`` (the paper's: valid convolutions, depth 4, ``--unet-width`` channels at the
 top; trained on output tiles whose context comes from the image, mirrored only outside it),
 ``fcn8s-vgg16`` (ImageNet VGG16 from the shared weights, grey replicated to RGB) and
-``fcn8s-scratch`` (the same network, random initialisation). Variants: ``plain``, ``elastic``
+``fcn8s-scratch`` (the same network, random initialisation); ``unet-sum`` (element-wise sum
+instead of concatenation, FCN's fusion) and ``unet-same`` (zero-padded "same" convolutions,
+FCN's padding) change one U-Net choice each. Variants: ``plain``, ``elastic``
 (the U-Net paper's 3×3-grid elastic deformation, sigma 10 px), ``wmap`` (loss weighted by the
 U-Net weight map: balanced classes + w0 = 10, sigma = 5 px border term) and ``elastic+wmap``.
 
@@ -53,7 +55,7 @@ from fcnseg.weightmap import WeightMapCache
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "docs" / "benchmarks"
-MODELS = ("unet", "fcn8s-vgg16", "fcn8s-scratch")
+MODELS = ("unet", "unet-sum", "unet-same", "fcn8s-vgg16", "fcn8s-scratch")
 VARIANTS = ("plain", "elastic", "wmap", "elastic+wmap")
 DATASETS = {"isbi": ("isbi2012-em", "isbi2012"), "horse": ("weizmann-horse", "horse")}
 IGNORE = 255
@@ -101,9 +103,24 @@ def folds_of(n: int, k: int, dataset: str, seed: int) -> list[list[int]]:
     return [part.tolist() for part in np.array_split(order, k)]
 
 
-def build(name: str, weights_path: Path, width: int) -> nn.Module:
-    if name == "unet":
-        return unet(num_classes=2, in_channels=1, base_width=width, depth=4)
+def parse_plan(tokens: list[str]) -> dict[str, list[str]]:
+    plan: dict[str, list[str]] = {}
+    for token in tokens:
+        model, _, variants = token.partition("=")
+        chosen = variants.split(",") if variants else ["plain"]
+        bad = [v for v in chosen if v not in VARIANTS] + ([model] if model not in MODELS else [])
+        if bad:
+            sys.exit(f"--plan {token}: unknown {bad} (models {MODELS}, variants {VARIANTS})")
+        plan[model] = chosen
+    return plan
+
+
+def build(name: str, weights_path: Path, width: int, in_channels: int) -> nn.Module:
+    if name.startswith("unet"):
+        fuse = "sum" if name == "unet-sum" else "concat"
+        padding = "same" if name == "unet-same" else "valid"
+        return unet(num_classes=2, in_channels=in_channels, base_width=width, depth=4,
+                    padding=padding, fuse=fuse)  # fmt: skip
     if name == "fcn8s-vgg16":
         return fcn8s(backbone="vgg16", num_classes=2, backbone_weights=weights_path)
     if name == "fcn8s-scratch":
@@ -165,7 +182,8 @@ def run(
 ) -> tuple[dict[str, Any], dict[int, torch.Tensor]]:
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = build(model_name, weights_path, args.unet_width).to(device)
+    in_channels = 1 if args.dataset == "isbi" else 3  # grey EM; RGB horses
+    model = build(model_name, weights_path, args.unet_width, in_channels).to(device)
     fill = fill_from_preprocess(model.preprocess)
     elastic = (
         ElasticDeform(10.0, 3, fill={tv_tensors.Image: fill, tv_tensors.Mask: IGNORE})
@@ -175,7 +193,9 @@ def run(
     use_wmap = "wmap" in variant
     crop = min(args.crop, *(min(samples[i].mask.shape) for i in train_ids))
     loss_fn = SegmentationLoss(ignore_index=IGNORE).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+    # fused Adam: one kernel over all parameters; on the CPU it is 5× faster than the default
+    # per-parameter loop for FCN-8s's 134 M parameters (0.09 vs 0.52 s per step, measured)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr, fused=True)
     model.train()
     start = time.perf_counter()
     losses = []
@@ -223,8 +243,8 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for model, variant in keys:
         group = [r for r in rows if (r["model"], r["variant"]) == (model, variant)]
         entry: dict[str, Any] = {"model": model, "variant": variant, "folds": len(group)}
-        for k in ("pixel_error", "fg_iou", "mean_iu", "seconds"):
-            values = [r[k] for r in group]
+        for k in ("pixel_error", "fg_iou", "bg_iou", "mean_iu", "seconds"):
+            values = [r["per_class_iu"][0] if k == "bg_iou" else r[k] for r in group]
             entry[k] = statistics.fmean(values)
             entry[f"{k}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
         out.append(entry)
@@ -237,18 +257,21 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
         f"# U-Net vs FCN-8s on {c['dataset']} ({c['folds_run']} of {c['folds']} folds)",
         "",
         f"Command: `{result['command']}`  ",
-        f"Machine: {result['machine']['device']}, torch {result['machine']['torch']}.  ",
+        f"Machine: {result['machine']['device']} ({result['machine']['threads']} threads), "
+        f"torch {result['machine']['torch']}.  ",
         f"Training: Adam lr {c['lr']}, {c['iterations']} iterations of {c['batch']} × "
         f"{c['crop']}² tiles; U-Net width {c['unet_width']}, depth 4, valid convolutions. "
         "Evaluation on whole held-out images. Mean ± std over folds.",
         "",
-        "| model | variant | pixel error | foreground IoU | mean IU | s / run |",
-        "|---|---|---:|---:|---:|---:|",
+        f"| model | variant | pixel error | {c['foreground']} IoU | {c['background']} IoU "
+        "| mean IU | s / run |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for s in result["summary"]:
         lines.append(
             f"| {s['model']} | {s['variant']} | {s['pixel_error']:.4f} ± {s['pixel_error_std']:.4f}"
-            f" | {s['fg_iou']:.4f} ± {s['fg_iou_std']:.4f} | {s['mean_iu']:.4f} ± "
+            f" | {s['fg_iou']:.4f} ± {s['fg_iou_std']:.4f} | {s['bg_iou']:.4f} ± "
+            f"{s['bg_iou_std']:.4f} | {s['mean_iu']:.4f} ± "
             f"{s['mean_iu_std']:.4f} | {s['seconds']:.0f} |"
         )
     lines += [
@@ -320,6 +343,16 @@ def plot_overlays(
     fig.savefig(path)
 
 
+def render(path: Path) -> None:
+    """Table and metrics plot again from a run's JSON (the overlays need the models)."""
+    result = json.loads(path.read_text())
+    result["config"].setdefault("background", "background")
+    result["summary"] = summarise(result["runs"])
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    write_markdown(path.with_suffix(".md"), result)
+    plot_metrics(path.with_suffix(".png"), result["summary"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="isbi")
@@ -334,6 +367,13 @@ def main() -> None:
     parser.add_argument("--unet-width", type=int, default=64)
     parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     parser.add_argument("--variants", nargs="+", choices=VARIANTS)
+    parser.add_argument(
+        "--plan",
+        nargs="+",
+        metavar="MODEL=VARIANT[,VARIANT]",
+        help="per-model variants, e.g. unet=plain,elastic fcn8s-vgg16=plain (overrides "
+        "--models/--variants)",
+    )
     parser.add_argument("--eval-limit", type=int, default=0, help="held-out images per fold")
     parser.add_argument("--overlay-images", type=int, default=2)
     parser.add_argument("--overlay-variant", help="variant shown in the overlays (default: last)")
@@ -342,7 +382,13 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--quick", action="store_true", help="smoke test: tiny, 1 fold, temp dir")
+    parser.add_argument(
+        "--render", type=Path, metavar="JSON", help="rewrite the table and plot of a finished run"
+    )
     args = parser.parse_args()
+    if args.render:
+        render(args.render)
+        return
     if args.quick:
         args.iterations, args.run_folds, args.crop = 3, 1, 64
         args.unet_width, args.eval_limit, args.batch = 4, 2, 1
@@ -360,18 +406,21 @@ def main() -> None:
     shared = shared_dir(args.shared)
     weights_path = shared / "weights" / "vgg16-imagenet-features.safetensors"
     start = time.perf_counter()
-    need_wmap = any("wmap" in v for v in args.variants)
+    plan = parse_plan(args.plan) if args.plan else {m: list(args.variants) for m in args.models}
+    need_wmap = any("wmap" in v for variants in plan.values() for v in variants)
     samples, data = load_data(shared, args.dataset, args.size, need_wmap)
     print(f"{len(samples)} images loaded with weight maps in {time.perf_counter() - start:.1f} s")
     folds = folds_of(len(samples), args.folds, args.dataset, args.seed)
     run_folds = folds[: args.run_folds or None]
-    overlay_variant = args.overlay_variant or args.variants[-1]
+    overlay_variant = args.overlay_variant or (
+        "plain" if any("plain" in v for v in plan.values()) else args.variants[-1]
+    )
     rows: list[dict[str, Any]] = []
     overlays: dict[str, dict[int, torch.Tensor]] = {}
     for f, test_ids in enumerate(run_folds):
         train_ids = [i for i in range(len(samples)) if i not in set(test_ids)]
-        for model_name in args.models:
-            for variant in args.variants:
+        for model_name, variants in plan.items():
+            for variant in variants:
                 row, preds = run(
                     args, samples, train_ids, test_ids, model_name, variant,
                     args.seed + f, device, weights_path,
@@ -407,8 +456,10 @@ def main() -> None:
             "size": args.size,
             "lr": args.lr,
             "unet_width": args.unet_width,
+            "plan": plan,
             "eval_limit": args.eval_limit,
             "foreground": data.classes[1],
+            "background": data.classes[0],
             "quick": args.quick,
         },
         "summary": summary,

@@ -93,7 +93,7 @@ def _export_onnx(model: torch.nn.Module, sample: torch.Tensor, out: Path, *, dyn
             2: torch.export.Dim("height", min=1, max=65536),
             3: torch.export.Dim("width", min=1, max=65536),
         }
-        kwargs = {"dynamic_shapes": {"images": dims}}
+        kwargs = {"dynamic_shapes": (dims,)}  # by position: models name their input differently
     else:
         axes = {0: "batch", 2: "height", 3: "width"}
         kwargs = {"dynamic_axes": {"images": axes, "logits": axes}, "opset_version": 18}

@@ -11,6 +11,7 @@ import torch
 from fcnseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from fcnseg.export import export_model, read_onnx_metadata
 from fcnseg.models import fcn8s
+from fcnseg.models.unet import unet
 
 onnxruntime = pytest.importorskip("onnxruntime")
 
@@ -55,6 +56,30 @@ def test_torchscript_export_generalises(checkpoint: Path, tmp_path: Path) -> Non
     x = torch.randn(1, 3, 53, 71)
     with torch.no_grad():
         torch.testing.assert_close(scripted(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+def test_unet_exports_keep_mirror_padding_dynamic(padding: str, tmp_path: Path) -> None:
+    """A U-Net's mirror padding depends on the image size: ONNX and TorchScript files must
+    compute it at run time, not keep the sample's (sizes below, above and off the sample)."""
+    torch.manual_seed(0)
+    model = unet(num_classes=2, base_width=2, depth=2, padding=padding).eval()
+    spec = {"name": "unet", "num_classes": 2, "base_width": 2, "depth": 2, "padding": padding}
+    ckpt = save_checkpoint(tmp_path / "u.safetensors", model, model_spec=spec,
+                           classes=["bg", "fg"], palette=[[0, 0, 0], [9, 9, 9]],
+                           ignore_index=255)  # fmt: skip
+    session = onnxruntime.InferenceSession(
+        str(export_model(ckpt, tmp_path / "u.onnx")), providers=["CPUExecutionProvider"]
+    )
+    scripted = torch.jit.load(str(export_model(ckpt, tmp_path / "u.pt", fmt="torchscript")))
+    for shape in [(1, 3, 1, 1), (1, 3, 7, 3), (2, 3, 70, 45), (1, 3, 64, 64)]:
+        x = torch.randn(*shape)
+        with torch.no_grad():
+            want = model(x)
+            torch.testing.assert_close(scripted(x), want, rtol=1e-4, atol=1e-4)
+        got = session.run(None, {"images": x.numpy()})[0]
+        assert got.shape == want.shape == (shape[0], 2, *shape[2:])
+        assert np.abs(got - want.numpy()).max() <= TOLERANCE * max(1.0, want.abs().max())
 
 
 def test_export_rejects_unknown_format(checkpoint: Path, tmp_path: Path) -> None:

@@ -76,6 +76,16 @@ def test_same_size_padding_comes_from_geometry() -> None:
     assert top + 50 + bottom == net.input_size(50)
 
 
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("depth", [0, 1, 3])
+def test_closed_form_padding_equals_the_geometry_search(depth: int, padding: str) -> None:
+    """The closed form used for symbolic sizes (export) agrees with the geometry's search."""
+    net = unet(num_classes=2, base_width=2, depth=depth, padding=padding)
+    for size in range(1, 120):
+        symbolic = net.same_size_padding(torch.tensor(size))  # not an int: the closed form
+        assert tuple(int(v) for v in symbolic) == G.same_size_padding(net, size), size
+
+
 @pytest.mark.parametrize("n,before,after", [(5, 2, 3), (5, 4, 4), (3, 9, 11), (7, 20, 1)])
 def test_mirror_pad_is_numpy_reflect(n: int, before: int, after: int) -> None:
     x = torch.arange(n * 4, dtype=torch.float32).view(1, 1, n, 4)

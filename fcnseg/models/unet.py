@@ -36,9 +36,12 @@ def _reflect_index(n: int, before: int, after: int, device: torch.device) -> tor
     """Indices of ``n`` samples mirrored ``before``/``after`` times past the ends (edge pixel
     not repeated, as ``numpy.pad(mode="reflect")``), for pads of any length."""
     index = torch.arange(-before, n + after, device=device)
-    if n == 1:
-        return torch.zeros_like(index)
-    period = 2 * (n - 1)
+    # period 1 when n == 1 (every index → 0) without a branch on n, so that a symbolic n
+    # (torch.export, ONNX with dynamic sizes) needs no guard
+    if isinstance(n, torch.Tensor):  # a size traced by torch.jit.trace
+        period = (2 * (n - 1)).clamp(min=1)
+    else:  # a tensor for ONNX, which cannot take a symbolic scalar here
+        period = torch.full((1,), torch.sym_max(2 * (n - 1), 1), device=device)
     index = torch.remainder(index, period)
     return torch.where(index >= n, period - index, index)
 
@@ -171,6 +174,7 @@ class UNet(nn.Module):
         #: Pixels of context the valid network eats on each side (92 at depth 4; 0 for "same").
         self.context = int(self.output_grid.offset)
         self._pads: dict[int, tuple[int, int]] = {}
+        self._rule: tuple[int, int, int] | None = None
 
     # ------------------------------------------------------------------ geometry
 
@@ -184,10 +188,36 @@ class UNet(nn.Module):
         return G.input_size(self, size)
 
     def same_size_padding(self, size: int) -> tuple[int, int]:
-        """Mirror padding ``(before, after)`` :meth:`forward` applies to an axis of ``size``."""
+        """Mirror padding ``(before, after)`` :meth:`forward` applies to an axis of ``size``.
+
+        A symbolic size (``torch.export``; ONNX export with dynamic height and width) gets the
+        closed form of :meth:`_padding_rule` instead of the geometry's search, which would fix
+        the size in the graph."""
+        if not isinstance(size, int):
+            period, a, c = self._padding_rule()
+            return self.context, period * (
+                (size + a + period - 1) // period
+            ) + c - size - self.context
         if size not in self._pads:
             self._pads[size] = G.same_size_padding(self, size)
         return self._pads[size]
+
+    def _padding_rule(self) -> tuple[int, int, int]:
+        """``(P, a, c)`` with ``input_size(s) == P * ceil((s + a) / P) + c`` for every size s,
+        P = 2**depth: fitted to the geometry's :meth:`input_size` over two periods (the rule
+        repeats with period P, each pool halving) and checked over a third."""
+        if self._rule is None:
+            period = 2**self.depth
+            sizes = range(1, 3 * period + 1)
+            need = {s: self.input_size(s) for s in sizes}
+            for a in range(period):
+                c = need[1] - period * ((1 + a + period - 1) // period)
+                if all(need[s] == period * ((s + a + period - 1) // period) + c for s in sizes):
+                    self._rule = (period, a, c)
+                    break
+            else:
+                raise ValueError(f"no periodic padding rule fits {self.extra_repr()}")
+        return self._rule
 
     # ------------------------------------------------------------------ forward
 
