@@ -24,13 +24,12 @@ START = time.perf_counter()
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
 from dataclasses import asdict, dataclass, field, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import torch  # noqa: E402
-from common import OUT, command, machine, write_results  # noqa: E402
+from common import OUT, command, machine, shared_root, write_results  # noqa: E402
 
 from fcnseg.data.registry import build_dataset  # noqa: E402
 from fcnseg.data.resident import ResidentData  # noqa: E402
@@ -161,7 +160,7 @@ def train_stage(
 
 
 def main() -> None:
-    shared = Path(os.environ.get("FCNSEG_SHARED", "../shared"))
+    shared = shared_root()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
                         help="gpu on CUDA, else cpu")  # fmt: skip

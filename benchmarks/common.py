@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import statistics
 import sys
@@ -13,7 +14,14 @@ from typing import Any
 
 import torch
 
-OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "benchmarks"
+
+
+def shared_root(arg: str | Path | None = None) -> Path:
+    """The shared data and weights folder: ``arg``, else ``$FCNSEG_SHARED``, else ``../shared``
+    beside the repository."""
+    return Path(arg or os.environ.get("FCNSEG_SHARED", ROOT.parent / "shared")).expanduser()
 
 
 def machine() -> dict[str, Any]:

@@ -21,13 +21,12 @@ agreement and mean |Δp| on the sampled pixels, and the speedup (b)/(a).
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from common import OUT, command, machine, median, pyplot, time_ms, write_results
+from common import OUT, command, machine, median, pyplot, shared_root, time_ms, write_results
 
 from fcnseg.data.io import read_image
 from fcnseg.models import fcn8s
@@ -62,7 +61,7 @@ def exactness_check(model: torch.nn.Module, image_path: Path, patch: int) -> dic
 
 
 def main() -> None:
-    shared = Path(os.environ.get("FCNSEG_SHARED", "../shared"))
+    shared = shared_root()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="a trained fcnseg checkpoint (default: see --weights)")
     weights = shared / "weights" / "vgg16-imagenet-features.safetensors"

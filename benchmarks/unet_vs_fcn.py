@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -41,6 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import OUT, command, machine, shared_root, write_results
 from torch import nn
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as TF
@@ -53,8 +52,6 @@ from fcnseg.models import fcn8s
 from fcnseg.models.unet import UNet, mirror_pad, unet
 from fcnseg.weightmap import WeightMapCache
 
-ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "docs" / "benchmarks"
 MODELS = ("unet", "unet-sum", "unet-same", "fcn8s-vgg16", "fcn8s-scratch")
 VARIANTS = ("plain", "elastic", "wmap", "elastic+wmap")
 DATASETS = {"isbi": ("isbi2012-em", "isbi2012"), "horse": ("weizmann-horse", "horse")}
@@ -69,7 +66,7 @@ class Sample:
 
 
 def shared_dir(arg: str | None) -> Path:
-    path = Path(arg or os.environ.get("FCNSEG_SHARED", ROOT.parent / "shared")).expanduser()
+    path = shared_root(arg)
     if not path.is_dir():
         sys.exit(f"shared folder {path} not found: pass --shared or set FCNSEG_SHARED")
     return path
@@ -251,14 +248,13 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def write_markdown(path: Path, result: dict[str, Any]) -> None:
-    c = result["config"]
+def markdown(result: dict[str, Any]) -> list[str]:
+    c, m = result["config"], result["machine"]
     lines = [
         f"# U-Net vs FCN-8s on {c['dataset']} ({c['folds_run']} of {c['folds']} folds)",
         "",
         f"Command: `{result['command']}`  ",
-        f"Machine: {result['machine']['device']} ({result['machine']['threads']} threads), "
-        f"torch {result['machine']['torch']}.  ",
+        f"Machine: {m.get('gpu', m['cpu'])} ({m['threads']} threads), torch {m['torch']}.  ",
         f"Training: Adam lr {c['lr']}, {c['iterations']} iterations of {c['batch']} × "
         f"{c['crop']}² tiles; U-Net width {c['unet_width']}, depth 4, valid convolutions. "
         "Evaluation on whole held-out images."
@@ -285,9 +281,8 @@ def write_markdown(path: Path, result: dict[str, Any]) -> None:
         "![metrics](unet_vs_fcn.png)",
         "",
         "![overlays](unet_vs_fcn_overlays.png)",
-        "",
     ]
-    path.write_text("\n".join(lines))
+    return lines
 
 
 def plot_metrics(path: Path, summary: list[dict[str, Any]]) -> None:
@@ -347,10 +342,8 @@ def plot_overlays(
 def render(path: Path) -> None:
     """Table and metrics plot again from a run's JSON (the overlays need the models)."""
     result = json.loads(path.read_text())
-    result["config"].setdefault("background", "background")
     result["summary"] = summarise(result["runs"])
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    write_markdown(path.with_suffix(".md"), result)
+    write_results(path.parent, path.stem, result, markdown(result))
     plot_metrics(path.with_suffix(".png"), result["summary"])
 
 
@@ -419,7 +412,7 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     overlays: dict[str, dict[int, torch.Tensor]] = {}
     for f, test_ids in enumerate(run_folds):
-        train_ids = [i for i in range(len(samples)) if i not in set(test_ids)]
+        train_ids = sorted(set(range(len(samples))) - set(test_ids))
         for model_name, variants in plan.items():
             for variant in variants:
                 row, preds = run(
@@ -438,14 +431,8 @@ def main() -> None:
                 )
     summary = summarise(rows)
     result = {
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
-        "machine": {
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
-            "threads": torch.get_num_threads(),
-        },
+        "command": command(),
+        "machine": machine(),
         "config": {
             "dataset": args.dataset,
             "folds": args.folds,
@@ -466,9 +453,7 @@ def main() -> None:
         "summary": summary,
         "runs": rows,
     }
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "unet_vs_fcn.json").write_text(json.dumps(result, indent=2) + "\n")
-    write_markdown(out / "unet_vs_fcn.md", result)
+    write_results(out, "unet_vs_fcn", result, markdown(result))
     plot_metrics(out / "unet_vs_fcn.png", summary)
     plot_overlays(out / "unet_vs_fcn_overlays.png", samples, overlays, data.palette)
     print(f"wrote {out}/unet_vs_fcn.{{json,md,png}} and unet_vs_fcn_overlays.png")
