@@ -79,7 +79,7 @@ def main() -> None:
 
     torch.manual_seed(0)
     if args.checkpoint:
-        from fcnseg.engine.checkpoint import load_checkpoint
+        from fcnseg.checkpoint import load_checkpoint
 
         model = load_checkpoint(args.checkpoint).build_model()
         described = f"checkpoint {args.checkpoint}"

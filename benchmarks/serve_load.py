@@ -40,7 +40,7 @@ def make_checkpoint(path: Path, backbone: str = "resnet18") -> Path:
     import torch
 
     from fcnseg.data.palettes import CAMVID_CLASSES, CAMVID_PALETTE
-    from fcnseg.engine.checkpoint import save_checkpoint
+    from fcnseg.checkpoint import save_checkpoint
     from fcnseg.models import fcn8s
 
     torch.manual_seed(0)

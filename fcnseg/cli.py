@@ -88,7 +88,7 @@ def _train(args: argparse.Namespace) -> int:
             "choose another -o"
         )
     from fcnseg.data.base import DataError
-    from fcnseg.engine.checkpoint import CheckpointError
+    from fcnseg.checkpoint import CheckpointError
 
     sets = [x for item in args.set for x in ("--set", item)]
     extra = ["--stop-at", str(args.stop_at)] if args.stop_at is not None else []
@@ -127,7 +127,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from fcnseg.config import ConfigError
-    from fcnseg.engine.checkpoint import CheckpointError
+    from fcnseg.checkpoint import CheckpointError
     from fcnseg.engine.evaluate import run_evaluation
 
     try:
@@ -179,7 +179,7 @@ def _add_refine_args(p: argparse.ArgumentParser) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     from fcnseg.data.base import DataError
-    from fcnseg.engine.checkpoint import CheckpointError
+    from fcnseg.checkpoint import CheckpointError
     from fcnseg.inference import Predictor, predict_paths
 
     failures: list[tuple[Path, str]] = []
@@ -209,7 +209,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from fcnseg.engine.checkpoint import CheckpointError
+    from fcnseg.checkpoint import CheckpointError
     from fcnseg.export import export_model
 
     try:
@@ -221,7 +221,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from fcnseg.engine.checkpoint import CheckpointError
+    from fcnseg.checkpoint import CheckpointError
     from fcnseg.inference import Predictor
     from fcnseg.serve.app import PredictOptions, ServeLimits, run_server
 

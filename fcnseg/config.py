@@ -119,7 +119,7 @@ class TrainConfig:
     weight_map_sigma: float = 5.0
     #: w_c: "balanced" (inverse class frequency, mean 1) or null (1 everywhere).
     weight_map_class_weights: str | None = "balanced"
-    #: null, "bf16" or "fp16" (CUDA autocast).
+    #: null, "bf16" (autocast on CUDA and CPU) or "fp16" (CUDA only; a no-op on CPU).
     amp: str | None = None
     channels_last: bool = False
     eval_every: int = 500

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from fcnseg.engine.checkpoint import load_checkpoint
+from fcnseg.checkpoint import load_checkpoint
 
 __all__ = ["export_model", "read_onnx_metadata"]
 

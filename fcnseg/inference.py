@@ -120,7 +120,7 @@ class Predictor:
     def from_checkpoint(cls, path: str | Path, device: str = "auto") -> Predictor:
         """Load an fcnseg checkpoint (file or run directory) or an exported ``.onnx`` file
         (run with ONNX Runtime)."""
-        from fcnseg.engine.checkpoint import load_checkpoint
+        from fcnseg.checkpoint import load_checkpoint
 
         if str(path).endswith(".onnx"):
             from fcnseg.export import read_onnx_metadata

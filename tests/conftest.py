@@ -135,7 +135,7 @@ def _fcn_checkpoint(
     class everywhere), so predictions vary across classes."""
     import torch
 
-    from fcnseg.engine.checkpoint import save_checkpoint
+    from fcnseg.checkpoint import save_checkpoint
     from fcnseg.models import fcn8s
 
     torch.manual_seed(seed)

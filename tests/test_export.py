@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fcnseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from fcnseg.checkpoint import load_checkpoint, save_checkpoint
 from fcnseg.export import export_model, read_onnx_metadata
 from fcnseg.models import fcn8s
 from fcnseg.models.unet import unet

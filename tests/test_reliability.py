@@ -22,7 +22,7 @@ import torch
 
 from fcnseg.cli import main
 from fcnseg.config import load_config
-from fcnseg.engine import checkpoint as ckpt
+from fcnseg import checkpoint as ckpt
 from fcnseg.engine.trainer import Trainer, TrainingInterrupted
 from fcnseg.models import build_model
 

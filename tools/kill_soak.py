@@ -12,7 +12,7 @@ alternate between two kinds:
   not yet renamed into place), ``state`` (the new weights are written, the state file is being
   written) and ``weights`` (the new weights are being written): wait until the next write
   reaches that stage, then kill after a random delay. ``FCNSEG_TEST_CHECKPOINT_DELAY`` (see
-  :mod:`fcnseg.engine.checkpoint`) holds each stage long enough for the kill to land in it.
+  :mod:`fcnseg.checkpoint`) holds each stage long enough for the kill to land in it.
 * ``random``: wait until the attempt has logged a random iteration of the next two checkpoint
   intervals, then kill after a random delay (during a step, a log write or a checkpoint).
 
@@ -100,7 +100,7 @@ def logged_iterations(run_dir: Path) -> list[int]:
 
 def committed_iteration(run_dir: Path) -> int | None:
     """The iteration of the committed checkpoint (its training state), None before the first."""
-    from fcnseg.engine import checkpoint as ckpt
+    from fcnseg import checkpoint as ckpt
 
     state = run_dir / "checkpoints" / "last.state.pt"
     return int(ckpt.load_state(state)["iteration"]) if state.is_file() else None
@@ -115,7 +115,7 @@ def _metadata_iteration(path: Path) -> int | None:
 
 def audit(run_dir: Path) -> dict[str, Any]:
     """Load every checkpoint file on disk; list partial writes (temporary files)."""
-    from fcnseg.engine import checkpoint as ckpt
+    from fcnseg import checkpoint as ckpt
 
     folder = run_dir / "checkpoints"
     checked, corrupt = [], []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,17 +13,11 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from fcnseg.crf import CRFParams, dense_crf
+from fcnseg.forward import forward
 from fcnseg.inference import tta_probabilities
 from fcnseg.metrics import ConfusionMatrix
 
-__all__ = ["autocast", "evaluate", "format_metrics", "jsonable", "write_report"]
-
-
-def autocast(device: torch.device, amp: str | None) -> contextlib.AbstractContextManager:
-    """Mixed precision on CUDA (``"bf16"``/``"fp16"``); a no-op otherwise."""
-    if amp is None or device.type != "cuda":
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+__all__ = ["evaluate", "format_metrics", "jsonable", "write_report"]
 
 
 @torch.no_grad()
@@ -59,11 +52,7 @@ def evaluate(
         masks = masks.to(device, non_blocking=True)
 
         def logits_fn(batch: torch.Tensor) -> torch.Tensor:
-            x = net.preprocess(batch)
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(device, amp):
-                return model(x)
+            return forward(model, batch, channels_last=channels_last, amp=amp)
 
         if flip or tuple(scales) != (1.0,) or crf is not None:
             probs = tta_probabilities(logits_fn, images, flip=flip, scales=scales)
@@ -158,7 +147,7 @@ def run_evaluation(
 
     from fcnseg.config import Config, apply_overrides, load_config
     from fcnseg.data.transforms import PadCollate, fill_from_preprocess
-    from fcnseg.engine.checkpoint import load_checkpoint
+    from fcnseg.checkpoint import load_checkpoint
     from fcnseg.engine.distributed import setup
     from fcnseg.engine.loaders import ShardSampler, make_loader
     from fcnseg.engine.trainer import dataset_for_eval

@@ -9,7 +9,7 @@ uninterrupted one.
 Interruptions: SIGINT (Ctrl-C) and SIGTERM finish the current iteration, save a checkpoint and
 raise :class:`TrainingInterrupted` (a second signal quits at once, leaving the previous
 checkpoint); a SIGKILL loses at most the iterations since the last checkpoint, whose files are
-never half-written (see :mod:`fcnseg.engine.checkpoint`). A non-finite loss or gradient stops
+never half-written (see :mod:`fcnseg.checkpoint`). A non-finite loss or gradient stops
 the run (``train.on_nonfinite: stop``) or skips the step (``skip``); NaN weights are never saved.
 """
 
@@ -45,9 +45,10 @@ from fcnseg.data.transforms import (
     fill_from_preprocess,
     train_transforms,
 )
-from fcnseg.engine import checkpoint as ckpt
+from fcnseg import checkpoint as ckpt
 from fcnseg.engine.distributed import barrier, setup
-from fcnseg.engine.evaluate import autocast, evaluate, write_report
+from fcnseg.engine.evaluate import evaluate, write_report
+from fcnseg.forward import forward
 from fcnseg.engine.loaders import Resized, SampleStream, SeededSamples, ShardSampler, make_loader
 from fcnseg.losses import SegmentationLoss, median_frequency_weights
 from fcnseg.models import build_model
@@ -361,7 +362,7 @@ class Trainer:
         """Write ``checkpoints/NAME.safetensors`` (+ ``NAME.state.pt``) on the main process.
 
         Raises :class:`FloatingPointError` instead of saving weights holding NaN/inf, and
-        :class:`~fcnseg.engine.checkpoint.CheckpointWriteError` when the disk refuses the write;
+        :class:`~fcnseg.checkpoint.CheckpointWriteError` when the disk refuses the write;
         either way the previous checkpoint stays as it was.
         """
         if not self.dist.is_main:
@@ -609,11 +610,7 @@ class Trainer:
             images = images.to(self.device, non_blocking=True)
             masks = masks.to(self.device, non_blocking=True)
             weights = extra[0].to(self.device, non_blocking=True) if extra else None
-            x = self.net.preprocess(images)
-            if t.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast(self.device, t.amp):
-                logits = self.model(x)
+            logits = forward(self.model, images, channels_last=t.channels_last, amp=t.amp)
             loss = self.criterion(logits.float(), masks, weight_map=weights) / t.iter_size
             self.scaler.scale(loss).backward()
             total += float(loss.detach())
