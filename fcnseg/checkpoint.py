@@ -173,18 +173,14 @@ class Checkpoint:
         """The FCN described by the metadata, with these weights loaded (strictly)."""
         from fcnseg.models import build_model
 
-        spec = dict(self.model)
-        name = spec.pop("name")
         # Built on the meta device (no random init to overwrite), then given these tensors.
         with torch.device("meta"):
-            model = build_model(name, **spec)
+            model = build_model(self.model)
         try:
             model.load_state_dict(self.state_dict, assign=True)
         except RuntimeError as err:
             raise CheckpointError(f"{self.path}: weights do not fit the model: {err}") from err
-        model.preprocess = Preprocess.from_dict(self.preprocess)
-        if hasattr(model, "backbone"):  # FCNs share it with their backbone; U-Net has none
-            model.backbone.preprocess = model.preprocess
+        model.set_preprocess(Preprocess.from_dict(self.preprocess))
         return model
 
 

@@ -102,6 +102,10 @@ class OnnxModel:
         self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         self.preprocess = Preprocess.from_dict(preprocess)
 
+    def tiler(self, tile: int) -> None:
+        """No exact tiling (see :meth:`fcnseg.models.SegmentationModel.tiler`)."""
+        return None
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         (logits,) = self.session.run(None, {"images": images.float().cpu().numpy()})
         return torch.from_numpy(logits)
@@ -165,29 +169,6 @@ class Predictor:
         """Probabilities of one tile (or the whole image)."""
         return self._batch_probs(image[None], flip, scales, crf)[0]
 
-    @torch.no_grad()
-    def _overlap_tile(
-        self,
-        image: torch.Tensor,
-        tile: int,
-        flip: bool,
-        scales: Sequence[float],
-        crf: CRFParams | None,
-    ) -> torch.Tensor:
-        """A valid-convolution U-Net: the paper's overlap-tile strategy (each output tile from
-        real image context, mirrored only beyond the image), exact for tiles that are a
-        multiple of 2^depth; ``tile`` is rounded down to one."""
-        from fcnseg.models.unet import overlap_tile
-
-        step = 2**self.model.depth
-        tile = max(step, tile // step * step)
-
-        def logits(images: torch.Tensor) -> torch.Tensor:
-            x = self.model.preprocess(images.to(self.device))
-            return overlap_tile(self.model, x, tile).float().cpu()
-
-        return self._batch_probs(image[None], flip, scales, crf, logits)[0]
-
     def probabilities(
         self,
         image: torch.Tensor,
@@ -237,8 +218,14 @@ class Predictor:
         if tile is None or (tile >= h and tile >= w):
             yield 0, self._tile(_as_float(image), flip, scales, crf)
             return
-        if getattr(self.model, "padding", None) == "valid" and hasattr(self.model, "context"):
-            yield 0, self._overlap_tile(_as_float(image), tile, flip, scales, crf)
+        tiler = self.model.tiler(tile)
+        if tiler is not None:  # the model tiles itself, exactly (U-Net's overlap-tile)
+
+            def logits(images: torch.Tensor) -> torch.Tensor:
+                with torch.no_grad():
+                    return tiler(self.model.preprocess(images.to(self.device))).float().cpu()
+
+            yield 0, self._batch_probs(_as_float(image)[None], flip, scales, crf, logits)[0]
             return
         if not 0 <= overlap < tile:
             raise ValueError(f"overlap must be in [0, tile), got {overlap} for tile {tile}")

@@ -7,10 +7,11 @@ import torch
 from torch import nn
 
 from fcnseg.inference import Predictor, tile_positions, tile_weight
+from fcnseg.models import SegmentationModel
 from fcnseg.weights import Preprocess
 
 
-class PointwiseNet(nn.Module):
+class PointwiseNet(SegmentationModel):
     """A 1×1-conv 'segmenter': its output at a pixel depends on that pixel only, so any tiling
     must reproduce whole-image inference exactly — a test of the blending and strip logic."""
 

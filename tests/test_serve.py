@@ -14,12 +14,13 @@ from PIL import Image
 from torch import nn
 
 from fcnseg.inference import Predictor
+from fcnseg.models import SegmentationModel
 from fcnseg.serve import ServeLimits, create_app
 
 PALETTE = [[0, 0, 0], [220, 20, 60], [30, 144, 255]]
 
 
-class Pointwise(nn.Module):
+class Pointwise(SegmentationModel):
     """Per-pixel classifier: each class wins somewhere in a random image."""
 
     def __init__(self) -> None:
@@ -136,7 +137,7 @@ def test_limits_give_clean_errors(predictor: Predictor, image) -> None:
     )
 
 
-class Gate(nn.Module):
+class Gate(SegmentationModel):
     """A model that blocks until released: holds the one inference slot."""
 
     def __init__(self) -> None:

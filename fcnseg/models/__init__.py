@@ -1,9 +1,20 @@
-"""FCN models, backbones and the paper's building blocks; U-Net for comparison."""
+"""FCN models, backbones and the paper's building blocks; U-Net for comparison.
 
-from torch import nn
+Every model is registered by name (:func:`register_model`) and built from a spec
+(:func:`build_model`); see :mod:`fcnseg.models.registry`.
+"""
 
 from fcnseg.models.backbones import BACKBONES, Backbone, build_backbone
+from fcnseg.models.base import SegmentationModel
 from fcnseg.models.fcn import FCN, fcn8s, fcn16s, fcn32s
+from fcnseg.models.registry import (
+    MODELS,
+    build_model,
+    model_fields,
+    model_spec,
+    register_model,
+    spec_differences,
+)
 from fcnseg.models.surgery import convolutionalize, transplant
 from fcnseg.models.unet import UNet, unet
 from fcnseg.models.upsample import bilinear_deconv, bilinear_kernel
@@ -14,6 +25,7 @@ __all__ = [
     "FCNS",
     "MODELS",
     "Backbone",
+    "SegmentationModel",
     "UNet",
     "bilinear_deconv",
     "bilinear_kernel",
@@ -23,18 +35,13 @@ __all__ = [
     "fcn8s",
     "fcn16s",
     "fcn32s",
+    "model_fields",
+    "model_spec",
+    "register_model",
+    "spec_differences",
     "transplant",
     "unet",
 ]
 
-#: Builders by name, as the command line and configs refer to them.
+#: The FCN builders by name (the paper's three nets).
 FCNS = {"fcn32s": fcn32s, "fcn16s": fcn16s, "fcn8s": fcn8s}
-MODELS = {**FCNS, "unet": unet}
-
-
-def build_model(name: str, **kwargs: object) -> nn.Module:
-    """Build ``fcn32s`` / ``fcn16s`` / ``fcn8s`` / ``unet`` by name with the builders' keyword
-    arguments."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
-    return MODELS[name](**kwargs)  # type: ignore[operator]

@@ -11,9 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fcnseg.models.backbones import Backbone, build_backbone
+from fcnseg.models.base import SegmentationModel
 from fcnseg.models.geometry import Grid, alignment, deconv, min_input_size
+from fcnseg.models.registry import register_model
 from fcnseg.models.upsample import bilinear_deconv
-from fcnseg.weights import load_backbone_weights, read_state_dict
+from fcnseg.weights import Preprocess, load_backbone_weights, read_state_dict
 
 __all__ = ["FCN", "Fusion", "crop", "fcn8s", "fcn16s", "fcn32s"]
 
@@ -98,7 +100,7 @@ def _upsampler(
     raise ValueError(f"cannot align an upsampling of {src} onto {dst} with a bilinear kernel")
 
 
-class FCN(nn.Module):
+class FCN(SegmentationModel):
     """Fully convolutional network: backbone → 1×1 score → skips fused by sum → upsample → crop.
 
     ``forward(images)`` takes normalised images N×3×H×W (see :attr:`preprocess`) and returns
@@ -156,6 +158,11 @@ class FCN(nn.Module):
         nn.init.zeros_(layer.weight)
         nn.init.zeros_(layer.bias)
         return layer
+
+    def set_preprocess(self, preprocess: Preprocess) -> None:
+        """Use ``preprocess`` for the model and its backbone (they share one)."""
+        self.preprocess = preprocess
+        self.backbone.preprocess = preprocess
 
     @property
     def crops(self) -> dict[str, int]:
@@ -254,6 +261,7 @@ def _build(
     return model
 
 
+@register_model("fcn32s")
 def fcn32s(
     *,
     backbone: str = "vgg16",
@@ -287,6 +295,7 @@ def fcn32s(
     )
 
 
+@register_model("fcn16s")
 def fcn16s(
     *,
     backbone: str = "vgg16",
@@ -313,6 +322,7 @@ def fcn16s(
     )
 
 
+@register_model("fcn8s")
 def fcn8s(
     *,
     backbone: str = "vgg16",

@@ -18,11 +18,14 @@ strategy does at the image border. :meth:`UNet.forward_valid` is the bare networ
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
 from fcnseg.models import geometry as G
+from fcnseg.models.base import SegmentationModel
+from fcnseg.models.registry import register_model
 from fcnseg.weights import Preprocess
 
 __all__ = ["UNet", "mirror_pad", "overlap_tile", "unet"]
@@ -102,7 +105,7 @@ class UpLevel(nn.Module):
         return self.convs(x)
 
 
-class UNet(nn.Module):
+class UNet(SegmentationModel):
     """U-Net; see the module docstring and :func:`unet`.
 
     ``forward(x)``: normalised images N×C×H×W (see :attr:`preprocess`; C = ``in_channels``, or 3
@@ -251,6 +254,16 @@ class UNet(nn.Module):
         out = self.forward_valid(mirror_pad(x, top, bottom, left, right))
         return out[..., :h, :w]
 
+    def tiler(self, tile: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        """The paper's overlap-tile strategy (:func:`overlap_tile`) for a valid-convolution
+        U-Net, with ``tile`` rounded down to a multiple of ``2**depth`` (where it is exact);
+        ``None`` for a "same" U-Net (blended tiles then)."""
+        if self.padding != "valid":
+            return None
+        step = 2**self.depth
+        size = max(step, tile // step * step)
+        return lambda x: overlap_tile(self, x, size)
+
     def extra_repr(self) -> str:
         return f"padding={self.padding!r}, fuse={self.fuse!r}, context={self.context}"
 
@@ -279,6 +292,7 @@ def overlap_tile(model: UNet, x: torch.Tensor, tile: int) -> torch.Tensor:
     return out
 
 
+@register_model("unet")
 def unet(
     *,
     num_classes: int,
