@@ -39,8 +39,8 @@ CLEAN = {200, 400, 413, 415, 503}
 def make_checkpoint(path: Path, backbone: str = "resnet18") -> Path:
     import torch
 
-    from fcnseg.data.palettes import CAMVID_CLASSES, CAMVID_PALETTE
     from fcnseg.checkpoint import save_checkpoint
+    from fcnseg.data.palettes import CAMVID_CLASSES, CAMVID_PALETTE
     from fcnseg.models import fcn8s
 
     torch.manual_seed(0)

@@ -87,8 +87,8 @@ def _train(args: argparse.Namespace) -> int:
             f"fcnseg train: {run_dir} already holds a run; add --resume to continue it or "
             "choose another -o"
         )
-    from fcnseg.data.base import DataError
     from fcnseg.checkpoint import CheckpointError
+    from fcnseg.data.base import DataError
 
     sets = [x for item in args.set for x in ("--set", item)]
     extra = ["--stop-at", str(args.stop_at)] if args.stop_at is not None else []
@@ -126,8 +126,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from fcnseg.config import ConfigError
     from fcnseg.checkpoint import CheckpointError
+    from fcnseg.config import ConfigError
     from fcnseg.engine.evaluate import run_evaluation
 
     try:
@@ -178,8 +178,8 @@ def _add_refine_args(p: argparse.ArgumentParser) -> None:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from fcnseg.data.base import DataError
     from fcnseg.checkpoint import CheckpointError
+    from fcnseg.data.base import DataError
     from fcnseg.inference import Predictor, predict_paths
 
     failures: list[tuple[Path, str]] = []

@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 import torch
 
+from fcnseg import checkpoint as ckpt
 from fcnseg.cli import main
 from fcnseg.config import load_config
-from fcnseg import checkpoint as ckpt
 from fcnseg.engine.trainer import Trainer, TrainingInterrupted
 from fcnseg.models import build_model
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fcnseg.config import load_config
 from fcnseg import checkpoint as ckpt
+from fcnseg.config import load_config
 from fcnseg.engine.trainer import Trainer, _lr_lambda, _param_groups
 
 TINY = [

@@ -42,7 +42,6 @@ def evaluate(
 
     ``flip``/``scales``: test-time augmentation (applied to the padded batch); ``crf``:
     dense-CRF refinement of each image's probabilities (on the CPU)."""
-    net = getattr(model, "module", model)
     was_training = model.training
     model.eval()
     matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
@@ -145,9 +144,9 @@ def run_evaluation(
     """
     import yaml
 
+    from fcnseg.checkpoint import load_checkpoint
     from fcnseg.config import Config, apply_overrides, load_config
     from fcnseg.data.transforms import PadCollate, fill_from_preprocess
-    from fcnseg.checkpoint import load_checkpoint
     from fcnseg.engine.distributed import setup
     from fcnseg.engine.loaders import ShardSampler, make_loader
     from fcnseg.engine.trainer import dataset_for_eval

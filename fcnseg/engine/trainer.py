@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from fcnseg import checkpoint as ckpt
 from fcnseg.config import Config
 from fcnseg.data.base import SegmentationDataset
 from fcnseg.data.registry import build_dataset
@@ -45,11 +46,10 @@ from fcnseg.data.transforms import (
     fill_from_preprocess,
     train_transforms,
 )
-from fcnseg import checkpoint as ckpt
 from fcnseg.engine.distributed import barrier, setup
 from fcnseg.engine.evaluate import evaluate, write_report
-from fcnseg.forward import forward
 from fcnseg.engine.loaders import Resized, SampleStream, SeededSamples, ShardSampler, make_loader
+from fcnseg.forward import forward
 from fcnseg.losses import SegmentationLoss, median_frequency_weights
 from fcnseg.models import build_model
 
