@@ -41,23 +41,61 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    """Which FCN to build (see :func:`fcnseg.models.fcn8s`)."""
+    """Which model to build: ``name`` (a registered model, see :mod:`fcnseg.models.registry`)
+    and its builder's keyword arguments, written flat in YAML beside ``name``.
+
+    The builder's signature is the one source of truth: it says which keys exist, their types
+    and defaults (``num_classes`` comes from the data). ``cfg.model.backbone`` reads an
+    argument, its default when not given.
+    """
 
     name: str = "fcn8s"
-    backbone: str = "vgg16"
-    backbone_weights: str | None = None
-    mode: str = "exact"
-    at_once: bool = False
-    learnable_upsampling: bool = True
-    #: A checkpoint (file or run directory) of the previous stage: 32s → 16s → 8s.
-    init_from: str | None = None
-    #: U-Net only (``name: unet``; see :func:`fcnseg.models.unet`).
-    in_channels: int = 1
-    base_width: int = 64
-    depth: int = 4
-    padding: str = "valid"
-    fuse: str = "concat"
-    dropout: float = 0.0
+    #: The builder's keyword arguments given in the config (defaults are not stored).
+    arguments: dict[str, Any] = field(default_factory=lambda: {"backbone": "vgg16"})
+
+    def __getattr__(self, key: str) -> Any:
+        arguments = self.__dict__.get("arguments")
+        if arguments is None or key.startswith("_"):
+            raise AttributeError(key)
+        if key in arguments:
+            return arguments[key]
+        from fcnseg.models.registry import model_fields
+
+        param = model_fields(self.name, include_init=True).get(key)
+        if param is None or param.default is param.empty:
+            raise AttributeError(f"model {self.name!r} has no argument {key!r}")
+        return param.default
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, **self.arguments}
+
+    def spec(self, num_classes: int) -> dict[str, Any]:
+        """The model's spec (name + every architecture field) for ``num_classes`` classes."""
+        from fcnseg.models.registry import model_spec
+
+        return model_spec(self.name, num_classes=num_classes, **self.arguments)
+
+    @classmethod
+    def from_mapping(cls, data: Any, prefix: str = "model") -> ModelConfig:
+        """Type-check a flat ``model:`` mapping against the registered builder's signature."""
+        from fcnseg.models.registry import MODELS, _builder, model_fields
+
+        if not isinstance(data, dict):
+            raise ConfigError(f"{prefix}: expected a mapping, got {data!r}")
+        data = dict(data)
+        name = _check_type(data.pop("name", "fcn8s"), str, f"{prefix}.name")
+        if name not in MODELS:
+            raise ConfigError(f"{prefix}.name = {name!r}; choose one of {sorted(MODELS)}")
+        fields = model_fields(name, include_init=True)
+        fields.pop("num_classes", None)  # from the data
+        unknown = sorted(set(data) - set(fields), key=str)
+        if unknown:
+            raise ConfigError(
+                f"{prefix}: {name} has no argument(s) {unknown}; its arguments are {sorted(fields)}"
+            )
+        hints = typing.get_type_hints(_builder(name))
+        arguments = {k: _check_type(v, hints.get(k, Any), f"{prefix}.{k}") for k, v in data.items()}
+        return cls(name, arguments)
 
 
 @dataclass
@@ -89,6 +127,10 @@ class DataConfig:
     batch_size: int = 1
     val_batch_size: int = 1
     num_workers: int = 0
+    #: Decode the training set once into the training device's memory (at ``resize``) and
+    #: augment whole batches there (random scale, flip, crop in one affine warp:
+    #: :mod:`fcnseg.data.resident`); no per-sample jitter, elastic deformation or weight maps.
+    resident: bool = False
 
 
 @dataclass
@@ -146,7 +188,16 @@ class Config:
     name: str = "experiment"
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return {
+            "model": self.model.to_dict(),
+            **{
+                f.name: dataclasses.asdict(getattr(self, f.name))
+                if dataclasses.is_dataclass(getattr(self, f.name))
+                else getattr(self, f.name)
+                for f in dataclasses.fields(self)
+                if f.name != "model"
+            },
+        }
 
     def dump(self, path: str | Path) -> None:
         """Write the resolved config as YAML."""
@@ -233,7 +284,9 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     for key, value in data.items():
         hint = hints[key]
         path = f"{prefix}.{key}" if prefix != "config" else key
-        if dataclasses.is_dataclass(hint):
+        if hint is ModelConfig:
+            kwargs[key] = ModelConfig.from_mapping(value, path)
+        elif dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value, path)
         else:
             kwargs[key] = _check_type(value, hint, path)
@@ -242,11 +295,6 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 
 def _validate(cfg: Config, source: str) -> Config:
     choices = {
-        "model.name": (cfg.model.name, ("fcn32s", "fcn16s", "fcn8s", "unet")),
-        "model.mode": (cfg.model.mode, ("exact", "caffe")),
-        "model.padding": (cfg.model.padding, ("valid", "same")),
-        "model.fuse": (cfg.model.fuse, ("concat", "sum")),
-        "model.in_channels": (cfg.model.in_channels, (1, 3)),
         "train.schedule": (cfg.train.schedule, ("fixed", "poly", "step")),
         "train.optimizer": (cfg.train.optimizer, ("sgd", "adam")),
         "train.loss_reduction": (cfg.train.loss_reduction, ("mean", "sum")),
@@ -257,8 +305,7 @@ def _validate(cfg: Config, source: str) -> Config:
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ConfigError(f"{source}: {key} = {value!r}; choose one of {list(allowed)}")
-    if cfg.model.at_once and cfg.model.name != "fcn8s":
-        raise ConfigError(f"{source}: model.at_once applies to fcn8s only")
+    _validate_model(cfg.model, source)
     if isinstance(cfg.train.class_weights, str) and cfg.train.class_weights != "median_frequency":
         raise ConfigError(
             f"{source}: train.class_weights must be null, 'median_frequency' or a list of numbers"
@@ -273,8 +320,6 @@ def _validate(cfg: Config, source: str) -> Config:
         "train.step_size": t.step_size,
         "data.batch_size": d.batch_size,
         "data.val_batch_size": d.val_batch_size,
-        "model.base_width": cfg.model.base_width,
-        "model.depth": cfg.model.depth,
     }
     for key, value in positive.items():
         if value < 1:
@@ -284,7 +329,6 @@ def _validate(cfg: Config, source: str) -> Config:
         "data.num_workers": d.num_workers,
         "data.jitter": d.jitter,
         "data.elastic_sigma": d.elastic_sigma,
-        "model.dropout": cfg.model.dropout,
     }
     for key, value in non_negative.items():
         if value < 0:
@@ -294,6 +338,18 @@ def _validate(cfg: Config, source: str) -> Config:
             f"{source}: data.scale_range must be [min, max] with 0 < min <= max, got "
             f"{d.scale_range}"
         )
+    if d.resident:
+        unsupported = {
+            "data.jitter": d.jitter,
+            "data.elastic_sigma": d.elastic_sigma,
+            "train.weight_map": t.weight_map,
+        }
+        for key, value in unsupported.items():
+            if value:
+                raise ConfigError(
+                    f"{source}: {key} is a per-sample augmentation; data.resident trains on "
+                    "batches augmented on the device: turn one of them off"
+                )
     if d.elastic_grid < 2:
         raise ConfigError(f"{source}: data.elastic_grid must be >= 2, got {d.elastic_grid}")
     if not 0 < cfg.train.loss_sample_prob <= 1:
@@ -303,6 +359,20 @@ def _validate(cfg: Config, source: str) -> Config:
         if value is not None and (len(value) != 2 or min(value) < 1):
             raise ConfigError(f"{source}: data.{key} must be [height, width], got {value}")
     return cfg
+
+
+def _validate_model(model: ModelConfig, source: str) -> None:
+    """Let the builder itself judge the architecture arguments (on the meta device: no memory,
+    no weights read), so its checks are the only ones."""
+    import torch
+
+    from fcnseg.models.registry import build_model
+
+    try:
+        with torch.device("meta"):
+            build_model(model.spec(num_classes=2))
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"{source}: model: {err}") from err
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:

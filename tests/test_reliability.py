@@ -364,7 +364,7 @@ def test_refuses_to_save_nonfinite_weights(small_run: Path, tmp_path: Path) -> N
     with pytest.raises(FloatingPointError, match=r"score_fr\.weight holds NaN/inf.*iteration 4"):
         trainer.save("last")
     with pytest.raises(ckpt.CheckpointError, match="refusing to write"):
-        ckpt.save_checkpoint(folder / "x.safetensors", trainer.net, iteration=4, **trainer._meta())
+        ckpt.save_checkpoint(folder / "x.safetensors", trainer.net, iteration=4, **trainer.meta())
     assert _files(folder) == before
 
 

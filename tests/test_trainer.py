@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,10 @@ import torch
 
 from fcnseg import checkpoint as ckpt
 from fcnseg.config import load_config
-from fcnseg.engine.trainer import Trainer, _lr_lambda, _param_groups
+from fcnseg.engine.build import lr_factor as _lr_lambda
+from fcnseg.engine.build import param_groups as _param_groups
+from fcnseg.engine.trainer import Trainer
+from fcnseg.forward import forward
 
 TINY = [
     "data.options={num_images: 12, size: [48, 64]}",
@@ -76,24 +80,45 @@ def test_resume_changes_outcome_if_rng_not_restored(tmp_path: Path, full_run: Pa
 
 def test_checkpoint_carries_everything_needed(tmp_path: Path) -> None:
     """The best checkpoint alone rebuilds the model (classes, palette, normalisation, config,
-    metrics) and reproduces its outputs."""
-    trainer = Trainer(_cfg("train.iterations=3"), tmp_path / "run", progress=False)
+    metrics) and reproduces the outputs the network had when it was best, not its last ones.
+
+    Evaluated after each of 3 iterations; the val mean IU is scripted (0.2, 0.9, 0.5) so the
+    best checkpoint is iteration 2's and differs from last (iteration 3)."""
+    trainer = Trainer(
+        _cfg("train.iterations=3", "train.eval_every=1"), tmp_path / "run", progress=False
+    )
+    x = torch.rand(1, 3, 48, 64, generator=torch.Generator().manual_seed(0))
+    outputs: dict[int, torch.Tensor] = {}
+    scripted = {1: 0.2, 2: 0.9, 3: 0.5}
+    real_eval = trainer.run_eval
+
+    def run_eval(*args, **kwargs):  # type: ignore[no-untyped-def]
+        metrics, matrix, kept = real_eval(*args, **kwargs)
+        net, training = trainer.net, trainer.net.training
+        net.eval()
+        with torch.no_grad():
+            outputs[trainer.iteration] = net(net.preprocess(x))
+        net.train(training)
+        return {**metrics, "mean_iu": scripted[trainer.iteration]}, matrix, kept
+
+    trainer.run_eval = run_eval  # type: ignore[method-assign]
     trainer.train()
+    assert sorted(outputs) == [1, 2, 3]
     best = ckpt.load_checkpoint(tmp_path / "run")
+    last = ckpt.load_checkpoint(tmp_path / "run/checkpoints/last.safetensors")
     assert best.path.name == "best.safetensors"
+    assert (best.iteration, last.iteration) == (2, 3)
+    assert best.metrics["mean_iu"] == 0.9
     assert best.classes[0] == "background" and len(best.palette) == len(best.classes)
     assert best.config["model"]["backbone"] == "resnet18"
-    assert 0 <= best.metrics["mean_iu"] <= 1
+    assert any(not torch.equal(best.state_dict[k], last.state_dict[k]) for k in best.state_dict)
+    assert not torch.allclose(outputs[2], outputs[3])
     model = best.build_model().eval()
     assert model.preprocess.to_dict() == trainer.net.preprocess.to_dict()
-    x = torch.rand(1, 3, 48, 64)
     with torch.no_grad():
-        trainer.net.eval()
-        expected = trainer.net(trainer.net.preprocess(x))
-        model.load_state_dict(
-            ckpt.load_checkpoint(tmp_path / "run/checkpoints/last.safetensors").state_dict
-        )
-        torch.testing.assert_close(model(model.preprocess(x)), expected)
+        torch.testing.assert_close(model(model.preprocess(x)), outputs[2])
+        model.load_state_dict(last.state_dict)
+        torch.testing.assert_close(model(model.preprocess(x)), outputs[3])
     for name in ("metrics.json", "confusion.png", "per_class_iou.png", "curves.png", "log.csv"):
         assert (tmp_path / "run" / name).is_file(), name
     assert list((tmp_path / "run" / "tb").iterdir())
@@ -149,12 +174,57 @@ def test_schedules() -> None:
     assert warm(0) == pytest.approx(0.1) and warm(5) == pytest.approx(0.55) and warm(10) == 1.0
 
 
+def _logged_loss(run: Path, iteration: int) -> float:
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    return next(float(r["loss"]) for r in rows if int(r["iteration"]) == iteration)
+
+
 def test_channels_last_and_sum_loss_train(tmp_path: Path) -> None:
-    """channels_last memory format and the paper's summed loss with iter_size run end to end and
-    give the same first-step loss as the default layout."""
-    opts = ["train.iterations=1", "train.loss_sample_prob=1.0", "train.loss_reduction=sum"]
-    a = Trainer(_cfg(*opts), tmp_path / "a", progress=False)
-    b = Trainer(_cfg(*opts, "train.channels_last=true"), tmp_path / "b", progress=False)
-    la = a._step(iter(a._train_loader(0)))
-    lb = b._step(iter(b._train_loader(0)))
-    assert la > 0 and la == pytest.approx(lb, rel=1e-4)
+    """channels_last memory format and the paper's summed loss with iter_size train end to end
+    and compute what the default layout computes, up to float rounding: the same logits, the
+    same first-step loss and the same SGD update. The score layers get random weights first:
+    their zero init makes every logit 0 whatever the layout does, which would compare nothing."""
+    opts = [
+        "train.iterations=1",
+        "train.loss_sample_prob=1.0",
+        "train.loss_reduction=sum",
+        "train.optimizer=sgd",
+        "train.momentum=0",
+        "train.lr=1e-5",
+    ]
+    x = torch.rand(2, 3, 48, 64, generator=torch.Generator().manual_seed(1))
+    runs = {}
+    for name, extra in (("nchw", []), ("cl", ["train.channels_last=true"])):
+        trainer = Trainer(_cfg(*opts, *extra), tmp_path / name, progress=False)
+        net = trainer.net
+        generator = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            for key, p in net.named_parameters():
+                if key.startswith(("score_fr.", "scorers.")):
+                    p.copy_(torch.randn(p.shape, generator=generator) * 0.05)
+            net.eval()
+            logits = forward(net, x, channels_last=trainer.cfg.train.channels_last)
+        before = {k: v.detach().clone() for k, v in net.named_parameters()}
+        trainer.train()
+        after = dict(net.named_parameters())
+        delta = {k: (after[k] - before[k]).detach() for k in before if after[k].requires_grad}
+        runs[name] = logits, _logged_loss(tmp_path / name, 1), delta, net
+    (la, loss_a, da, net_a), (lb, loss_b, db, net_b) = runs["nchw"], runs["cl"]
+    # The layouts differ: the channels_last run really ran channels_last.
+    conv1 = next(k for k, p in net_b.named_parameters() if p.dim() == 4 and p.shape[-1] > 1)
+    assert dict(net_b.named_parameters())[conv1].is_contiguous(memory_format=torch.channels_last)
+    assert not dict(net_b.named_parameters())[conv1].is_contiguous()
+    assert dict(net_a.named_parameters())[conv1].is_contiguous()
+    # Non-trivial logits, equal to float rounding.
+    scale = float(la.abs().max())
+    assert scale > 0.1 and float(la.std()) > 0.01
+    torch.testing.assert_close(lb, la, rtol=0, atol=1e-5 * scale)
+    # The same summed loss and the same update, weight by weight.
+    assert loss_a > 0 and loss_b == pytest.approx(loss_a, rel=1e-5)
+    assert da.keys() == db.keys()
+    assert float(da["score_fr.weight"].abs().max()) > 0
+    for k in da:
+        step = float(da[k].abs().max())
+        torch.testing.assert_close(
+            db[k], da[k], rtol=0, atol=1e-3 * step + 1e-12, msg=lambda m, k=k: f"{k}: {m}"
+        )

@@ -146,7 +146,28 @@ class ResidentData:
         :func:`affine_augment`; ``crop`` defaults to the stored size."""
         gen_dev = generator.device if generator is not None else None
         idx = torch.randperm(len(self), generator=generator, device=gen_dev)[:batch_size]
-        idx = idx.to(self.images.device)
+        return self.augment(
+            idx,
+            crop=crop,
+            scale_range=scale_range,
+            hflip=hflip,
+            fill=fill,
+            generator=generator,
+        )
+
+    def augment(
+        self,
+        index: torch.Tensor,
+        *,
+        crop: tuple[int, int] | None = None,
+        scale_range: tuple[float, float] = (1.0, 1.0),
+        hflip: bool = False,
+        fill: Sequence[float] = (0.0, 0.0, 0.0),
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The samples ``index`` as one batch augmented by :func:`affine_augment`; ``crop``
+        defaults to the stored size."""
+        idx = index.to(self.images.device)
         crop = crop or tuple(self.images.shape[-2:])  # type: ignore[assignment]
         return affine_augment(
             self.images[idx],
