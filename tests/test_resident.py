@@ -66,3 +66,45 @@ def test_resident_camvid_subset(shared_dir) -> None:
     assert set(masks.unique().tolist()) <= set(range(11)) | {255}
     (x, y), *_ = data.batches(2)
     assert x.shape == (2, 3, 90, 120) and y.shape == (2, 90, 120)
+
+
+def test_resident_training_resumes_bit_identically(tmp_path) -> None:
+    """``data.resident``: batches are a pure function of (seed, position), so 2 iterations, a
+    stop, and 2 resumed ones end with exactly the weights of 4 uninterrupted iterations; and the
+    resident batches differ from batch to batch (the augmentation is not frozen)."""
+    from fcnseg import checkpoint as ckpt
+    from fcnseg.config import load_config
+    from fcnseg.engine.trainer import Trainer
+
+    tiny = [
+        "data.options={num_images: 8, size: [40, 48]}",
+        "data.resident=true",
+        "data.resize=[40, 48]",
+        "data.crop_size=[32, 40]",
+        "data.scale_range=[0.75, 1.25]",
+        "data.batch_size=2",
+        "data.val_batch_size=4",
+        "train.iterations=4",
+        "train.eval_every=4",
+        "train.checkpoint_every=2",
+    ]
+    cfg = load_config("fcn8s_resnet18_synthetic", tiny)
+    full = Trainer(cfg, tmp_path / "full", progress=False)
+    first, second = next(full.batches(0)), next(full.batches(2))
+    assert first[0].shape == (2, 3, 32, 40) and not torch.equal(first[0], second[0])
+    full.train()
+    Trainer(cfg, tmp_path / "split", progress=False).train(stop_at=2)
+    Trainer(cfg, tmp_path / "split", resume=True, progress=False).train()
+    a = ckpt.load_checkpoint(tmp_path / "full" / "checkpoints" / "last.safetensors").state_dict
+    b = ckpt.load_checkpoint(tmp_path / "split" / "checkpoints" / "last.safetensors").state_dict
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resident_refuses_per_sample_augmentation() -> None:
+    import pytest
+
+    from fcnseg.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"data\.elastic_sigma is a per-sample augmentation"):
+        load_config("fcn8s_resnet18_synthetic", ["data.resident=true", "data.elastic_sigma=5"])
