@@ -19,6 +19,7 @@ from common import OUT, command, machine, pyplot, write_results
 
 from fcnseg.crf import CRFParams
 from fcnseg.engine.evaluate import run_evaluation
+from fcnseg.inference import InferenceOptions
 
 TTA = {"flip": True, "scales": (0.75, 1.0, 1.25)}
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -40,7 +41,10 @@ def main() -> None:
     for i, (name, options) in enumerate(VARIANTS.items()):
         start = time.perf_counter()
         metrics = run_evaluation(
-            args.checkpoint, out_dir=args.work / str(i), progress=False, **options
+            args.checkpoint,
+            out_dir=args.work / str(i),
+            progress=False,
+            options=InferenceOptions(**options),
         )
         seconds = time.perf_counter() - start
         rows.append({"variant": name, "seconds": seconds, **metrics})

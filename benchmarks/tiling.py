@@ -26,7 +26,7 @@ OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks"
 def child(size: int, backbone: str, tile: int, overlap: int) -> dict[str, float]:
     import torch
 
-    from fcnseg.inference import Predictor
+    from fcnseg.inference import InferenceOptions, Predictor
     from fcnseg.models import fcn8s
 
     torch.manual_seed(0)
@@ -35,7 +35,7 @@ def child(size: int, backbone: str, tile: int, overlap: int) -> dict[str, float]
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     image = torch.randint(0, 256, (3, size, size), dtype=torch.uint8)
     start = time.perf_counter()
-    labels = predictor.predict(image, tile=tile, overlap=overlap)
+    labels = predictor.predict(image, InferenceOptions(tile=tile, overlap=overlap))
     seconds = time.perf_counter() - start
     assert labels.shape == (size, size)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -7,14 +7,13 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from fcnseg.inference import InferenceOptions
     from fcnseg.models import FCN
 
 __all__ = ["main"]
-
-TTA_SCALES = (0.75, 1.0, 1.25)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -140,36 +139,53 @@ def _eval(args: argparse.Namespace) -> int:
             save_panels=args.save_panels,
             device=args.device,
             progress=not args.no_progress,
-            **_refine(args),
+            options=_inference_options(args),
         )
     except (CheckpointError, ConfigError) as err:
         raise SystemExit(f"fcnseg eval: {err}") from err
     return 0
 
 
-def _refine(args: argparse.Namespace) -> dict[str, Any]:
-    """The ``flip``/``scales``/``crf`` keyword arguments of ``--tta`` and ``--crf …``."""
+def _inference_options(args: argparse.Namespace) -> InferenceOptions:
+    """The :class:`InferenceOptions` of ``--tile/--overlap``, ``--tta`` and ``--crf …`` (the
+    same flags for predict, eval and serve)."""
+    from fcnseg.crf import CRFParams
+    from fcnseg.inference import TTA_SCALES, InferenceOptions
+
     crf = None
     if args.crf:
-        from fcnseg.crf import CRFParams
-
         crf = CRFParams(
             iterations=args.crf_iterations,
             bilateral_sxy=args.crf_sxy,
             bilateral_srgb=args.crf_srgb,
             bilateral_weight=args.crf_weight,
         )
-    return {"flip": args.tta, "scales": TTA_SCALES if args.tta else (1.0,), "crf": crf}
+    try:
+        return InferenceOptions(
+            tile=args.tile,
+            overlap=args.overlap,
+            flip=args.tta,
+            scales=TTA_SCALES if args.tta else (1.0,),
+            crf=crf,
+        )
+    except ValueError as err:
+        raise SystemExit(f"fcnseg {args.command}: {err}") from err
 
 
-def _add_tile_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tile", type=int, help="overlap-tiled inference with this tile size (px)")
-    p.add_argument("--overlap", type=int, default=64, help="tile overlap in px (default 64)")
-
-
-def _add_refine_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tta", action="store_true", help="average flip × scales 0.75/1/1.25")
-    p.add_argument("--crf", action="store_true", help="refine with a fully connected CRF")
+def _add_inference_args(p: argparse.ArgumentParser) -> None:
+    """The flags :func:`_inference_options` reads."""
+    g = p.add_argument_group("inference (tiling, test-time augmentation, CRF)")
+    g.add_argument(
+        "--tile",
+        type=int,
+        metavar="PX",
+        help="overlap-tiled (sliding-window) inference (default: whole image)",
+    )
+    g.add_argument(
+        "--overlap", type=int, default=64, metavar="PX", help="tile overlap, in [0, tile) (64)"
+    )
+    g.add_argument("--tta", action="store_true", help="average flip × scales 0.75/1/1.25")
+    g.add_argument("--crf", action="store_true", help="refine with a fully connected CRF")
     g = p.add_argument_group("CRF (with --crf; defaults: DeepLab's)")
     g.add_argument("--crf-iterations", type=int, default=5, help="mean-field steps (5)")
     g.add_argument("--crf-sxy", type=float, default=80.0, help="bilateral width, px (80)")
@@ -183,15 +199,14 @@ def _predict(args: argparse.Namespace) -> int:
     from fcnseg.inference import Predictor, predict_paths
 
     failures: list[tuple[Path, str]] = []
+    options = _inference_options(args)
     try:
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
         written = predict_paths(
             predictor,
             args.inputs,
             args.out,
-            tile=args.tile,
-            overlap=args.overlap,
-            **_refine(args),
+            options=options,
             save_probabilities=args.probabilities,
             batch_size=args.batch_size,
             progress=not args.no_progress,
@@ -223,8 +238,9 @@ def _export(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     from fcnseg.checkpoint import CheckpointError
     from fcnseg.inference import Predictor
-    from fcnseg.serve.app import PredictOptions, ServeLimits, run_server
+    from fcnseg.serve.app import ServeLimits, run_server
 
+    options = _inference_options(args)
     try:
         predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
     except (CheckpointError, ValueError) as err:
@@ -234,11 +250,6 @@ def _serve(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels,
         max_concurrent=args.max_concurrent,
         max_queue=args.max_queue,
-    )
-    options = PredictOptions(
-        tile=args.tile,
-        overlap=args.overlap,
-        **_refine(args),
     )
     print(f"fcnseg serve: http://{args.host}:{args.port}/  (API docs at /docs; Ctrl-C stops)")
     run_server(predictor, host=args.host, port=args.port, limits=limits, options=options)
@@ -291,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="write N image | ground truth | prediction panels",
     )
-    _add_refine_args(p)
+    _add_inference_args(p)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_eval)
@@ -300,10 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint file or run directory")
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     p.add_argument("-o", "--out", required=True, help="output directory")
-    _add_tile_args(p)
     p.add_argument("--probabilities", action="store_true", help="also write NAME_probs.npy")
     p.add_argument("--batch-size", type=int, default=4, help="same-size images per pass (4)")
-    _add_refine_args(p)
+    _add_inference_args(p)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_predict)
@@ -322,8 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="413 beyond (default 40M)")
     p.add_argument("--max-concurrent", type=int, default=1, help="inferences at once (1)")
     p.add_argument("--max-queue", type=int, default=8, help="requests waiting; 503 beyond (8)")
-    _add_tile_args(p)
-    _add_refine_args(p)
+    _add_inference_args(p)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.set_defaults(func=_serve)
 

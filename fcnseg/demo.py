@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import torch
-
 from fcnseg.config import load_config
 from fcnseg.data.registry import build_dataset
 from fcnseg.data.transforms import eval_transforms
 from fcnseg.engine.evaluate import jsonable
 from fcnseg.engine.trainer import Trainer
+from fcnseg.inference import Predictor
 from fcnseg.metrics import ConfusionMatrix
 
 __all__ = ["DEMO_CONFIG", "run_demo"]
@@ -21,7 +20,8 @@ DEMO_CONFIG = "fcn8s_resnet18_synthetic"
 
 
 def run_demo(out: Path, *, iterations: int | None = None, progress: bool = True) -> dict:
-    """Train on the synthetic set, evaluate on its val split, predict its test split.
+    """Train on the synthetic set, evaluate on its val split, predict its test split (with a
+    :class:`~fcnseg.inference.Predictor`, as ``fcnseg predict`` does).
 
     Writes ``out/run`` (the training run: checkpoints, log.csv, curves.png, metrics.json) and
     ``out/predictions`` (an overlay with legend per test image, and their metrics.json).
@@ -34,16 +34,21 @@ def run_demo(out: Path, *, iterations: int | None = None, progress: bool = True)
     trainer = Trainer(cfg, run_dir, progress=progress)
     result = trainer.train()
 
-    model = trainer.net.eval()
     test = build_dataset(cfg.data.dataset, cfg.data.root, "test", **cfg.data.options)
     test.transforms = eval_transforms()
+    predictor = Predictor(
+        trainer.net.eval(),
+        list(trainer.classes),
+        [list(c) for c in test.palette],
+        trainer.device,
+        channels_last=cfg.train.channels_last,
+        amp=cfg.train.amp,
+    )
     matrix = ConfusionMatrix(trainer.num_classes, ignore_index=trainer.ignore_index)
     pred_dir = out / "predictions"
     for i in range(len(test)):
         image, mask = test[i]
-        with torch.no_grad():
-            logits = model(model.preprocess(image[None].to(trainer.device)))
-        pred = logits.argmax(1)[0].cpu()
+        pred = predictor.predict(image)
         matrix.update(pred[None], mask[None])
         if i < 12:
             rgb = (image * 255).round().byte().permute(1, 2, 0).numpy()

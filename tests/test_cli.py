@@ -67,8 +67,9 @@ def test_cli_train_eval_demo(tmp_path, capsys: pytest.CaptureFixture[str]) -> No
     assert main(["eval", str(run), "-o", str(refined), "--tta", "--crf", "--no-progress"]) == 0
     capsys.readouterr()
     metrics = json.loads((refined / "metrics.json").read_text())
-    assert metrics["tta"] == {"flip": True, "scales": [0.75, 1.0, 1.25]}
-    assert metrics["crf"]["iterations"] == 5 and 0 <= metrics["mean_iu"] <= 1
+    inference = metrics["inference"]
+    assert inference["flip"] is True and inference["scales"] == [0.75, 1.0, 1.25]
+    assert inference["crf"]["iterations"] == 5 and 0 <= metrics["mean_iu"] <= 1
     with pytest.raises(SystemExit, match="does not exist"):
         main(["eval", str(tmp_path / "missing.safetensors")])
 
@@ -78,3 +79,37 @@ def test_cli_train_eval_demo(tmp_path, capsys: pytest.CaptureFixture[str]) -> No
     assert "test mean IU" in printed and str(demo / "predictions") in printed
     assert len(list((demo / "predictions").glob("*.png"))) == 12
     assert (demo / "run" / "curves.png").is_file() and (demo / "run" / "metrics.json").is_file()
+
+
+def test_cli_eval_sliding_window(tmp_path, make_fcn_checkpoint, capsys) -> None:
+    """`fcnseg eval CKPT --tile N --overlap M`: sliding-window evaluation of a small checkpoint
+    on the data of a named config, recorded in metrics.json; bad tile options fail clearly."""
+    import json
+
+    from fcnseg.data.registry import build_dataset
+
+    data = build_dataset("synthetic", None, "val", num_images=3, size=[40, 56])
+    ckpt = make_fcn_checkpoint(tmp_path / "m.safetensors", classes=list(data.classes),
+                               palette=[list(c) for c in data.palette])  # fmt: skip
+    args = ["eval", str(ckpt), "--config", "fcn8s_resnet18_synthetic", "--device", "cpu",
+            "--set", "data.options={num_images: 3, size: [40, 56]}", "--set",
+            "data.val_batch_size=2", "--no-progress"]  # fmt: skip
+    out = tmp_path / "tiled"
+    assert main([*args, "-o", str(out), "--tile", "32", "--overlap", "8"]) == 0
+    assert "mean IU" in capsys.readouterr().out
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["images"] == 3 and 0 <= metrics["mean_iu"] <= 1
+    assert metrics["inference"] == {"tile": 32, "overlap": 8, "flip": False, "scales": [1.0],
+                                    "crf": None}  # fmt: skip
+    with pytest.raises(SystemExit, match=r"fcnseg eval: overlap must be in \[0, tile\)"):
+        main([*args, "-o", str(tmp_path / "bad"), "--tile", "32"])
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "serve"])
+def test_cli_inference_flags_in_help(command: str, capsys) -> None:
+    """predict, eval and serve take the same inference flags (tiling, TTA, CRF)."""
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    printed = capsys.readouterr().out
+    for flag in ("--tile", "--overlap", "--tta", "--crf", "--crf-sxy"):
+        assert flag in printed, (command, flag)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from fcnseg.crf import CRFParams, dense_crf
-from fcnseg.inference import Predictor, tta_probabilities
+from fcnseg.inference import InferenceOptions, Predictor, tta_probabilities
 
 pytest.importorskip("pydensecrf.densecrf")
 
@@ -74,10 +74,11 @@ def test_predictor_applies_crf_after_tta() -> None:
     p = Predictor(_Pointwise(), ["bg", "fg"], [[0, 0, 0], [255, 0, 0]])
     chw = torch.from_numpy(image).permute(2, 0, 1)
     params = CRFParams(iterations=3)
-    plain = p.probabilities(chw, flip=True)
-    torch.testing.assert_close(p.probabilities(chw, flip=True, crf=params),
+    plain = p.probabilities(chw, InferenceOptions(flip=True))
+    torch.testing.assert_close(p.probabilities(chw, InferenceOptions(flip=True, crf=params)),
                                dense_crf(chw, plain, params))  # fmt: skip
-    assert torch.equal(p.predict(chw, crf=params), dense_crf(chw, plain, params).argmax(0).byte())
+    labels = p.predict(chw, InferenceOptions(flip=True, crf=params))
+    assert torch.equal(labels, dense_crf(chw, plain, params).argmax(0).byte())
 
 
 def test_tta_probabilities_is_mean_of_flipped_softmax() -> None:

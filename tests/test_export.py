@@ -99,12 +99,13 @@ def test_cli_export(checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixt
 
 def test_predict_with_the_onnx_file(checkpoint: Path, tmp_path: Path) -> None:
     """`Predictor.from_checkpoint(x.onnx)` (ONNX Runtime) gives the PyTorch label map."""
-    from fcnseg.inference import Predictor
+    from fcnseg.inference import InferenceOptions, Predictor
 
     onnx_path = export_model(checkpoint, tmp_path / "m.onnx", fmt="onnx")
     image = torch.randint(0, 256, (3, 41, 59), dtype=torch.uint8)
-    torch_probs = Predictor.from_checkpoint(checkpoint).probabilities(image, tile=32, overlap=8)
-    onnx_probs = Predictor.from_checkpoint(onnx_path).probabilities(image, tile=32, overlap=8)
+    tiled = InferenceOptions(tile=32, overlap=8)
+    torch_probs = Predictor.from_checkpoint(checkpoint).probabilities(image, tiled)
+    onnx_probs = Predictor.from_checkpoint(onnx_path).probabilities(image, tiled)
     torch.testing.assert_close(onnx_probs, torch_probs, rtol=0, atol=TOLERANCE)
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch.testing import assert_close
 
-from fcnseg.inference import Predictor
+from fcnseg.inference import InferenceOptions, Predictor
 from fcnseg.losses import SegmentationLoss
 from fcnseg.models import geometry as G
 from fcnseg.models.unet import UNet, mirror_pad, overlap_tile, unet
@@ -149,7 +149,7 @@ def test_predictor_tiling_is_overlap_tile_and_equals_whole_image() -> None:
     image = grey.expand(3, -1, -1)  # a grey image stored as RGB, as the loaders give it
     whole = predictor.probabilities(image)
     for tile in (64, 50):
-        tiled = predictor.probabilities(image, tile=tile, overlap=16)
+        tiled = predictor.probabilities(image, InferenceOptions(tile=tile, overlap=16))
         assert whole.shape == tiled.shape == (2, 150, 131)
         assert_close(tiled, whole, rtol=1e-4, atol=1e-5)
     # Grey in RGB is the grey network's input: the same as feeding one channel.
@@ -252,4 +252,4 @@ def test_unet_trains_through_the_pipeline_and_reloads(tmp_path) -> None:
     assert p.model.__class__.__name__ == "UNet" and len(p.classes) == 6
     image = torch.randint(0, 256, (3, 37, 45), dtype=torch.uint8)
     assert p.predict(image).shape == (37, 45)
-    assert torch.equal(p.predict(image, tile=16, overlap=4), p.predict(image))
+    assert torch.equal(p.predict(image, InferenceOptions(tile=16, overlap=4)), p.predict(image))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +11,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from fcnseg.crf import CRFParams, dense_crf
-from fcnseg.forward import forward
-from fcnseg.inference import tta_probabilities
+from fcnseg.inference import InferenceOptions, Predictor
 from fcnseg.metrics import ConfusionMatrix
 
 __all__ = ["evaluate", "format_metrics", "jsonable", "write_report"]
@@ -32,42 +29,34 @@ def evaluate(
     channels_last: bool = False,
     progress: bool = True,
     keep: int = 0,
-    flip: bool = False,
-    scales: Sequence[float] = (1.0,),
-    crf: CRFParams | None = None,
+    options: InferenceOptions | None = None,
 ) -> tuple[ConfusionMatrix, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
     """Predict every batch of ``loader`` and accumulate one confusion matrix (all-reduced
     across processes when distributed). Also returns the first ``keep`` (image, target,
     prediction) triples for panels.
 
-    ``flip``/``scales``: test-time augmentation (applied to the padded batch); ``crf``:
-    dense-CRF refinement of each image's probabilities (on the CPU)."""
-    was_training = model.training
-    model.eval()
+    Predictions come from :meth:`Predictor.probabilities_batch` of the unwrapped model, with
+    ``options`` (default: whole images): ``tile`` gives sliding-window evaluation, ``flip``/
+    ``scales`` test-time augmentation, ``crf`` dense-CRF refinement (on the CPU). They apply to
+    the padded batch; padded pixels are ignored by the metric."""
+    net = getattr(model, "module", model)  # DistributedDataParallel: no gradient sync needed
+    names = [str(i) for i in range(num_classes)]
+    predictor = Predictor(net, names, [], device, channels_last=channels_last, amp=amp)
+    was_training = net.training
+    net.eval()
     matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
     kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
-    for images, masks in tqdm(loader, desc="eval", leave=False, disable=not progress):
-        images = images.to(device, non_blocking=True)
-        masks = masks.to(device, non_blocking=True)
-
-        def logits_fn(batch: torch.Tensor) -> torch.Tensor:
-            return forward(model, batch, channels_last=channels_last, amp=amp)
-
-        if flip or tuple(scales) != (1.0,) or crf is not None:
-            probs = tta_probabilities(logits_fn, images, flip=flip, scales=scales)
-            if crf is not None:
-                refined = [
-                    dense_crf(i, p, crf) for i, p in zip(images.cpu(), probs.cpu(), strict=True)
-                ]
-                probs = torch.stack(refined).to(device)
-            pred = probs.argmax(1)
-        else:
-            pred = logits_fn(images).argmax(1)
-        matrix.update(pred, masks)
-        for i in range(min(keep - len(kept), len(images))):
-            kept.append((images[i].cpu(), masks[i].cpu(), pred[i].cpu()))
+    try:
+        for images, masks in tqdm(loader, desc="eval", leave=False, disable=not progress):
+            images = images.to(device, non_blocking=True)
+            masks = masks.to(device, non_blocking=True)
+            pred = predictor.probabilities_batch(images, options).argmax(1)
+            matrix.update(pred, masks)
+            for i in range(min(keep - len(kept), len(images))):
+                kept.append((images[i].cpu(), masks[i].cpu(), pred[i].cpu()))
+    finally:
+        net.train(was_training)
     matrix.all_reduce()
-    model.train(was_training)
     return matrix, kept
 
 
@@ -132,13 +121,14 @@ def run_evaluation(
     save_panels: int = 0,
     device: str = "auto",
     progress: bool = True,
-    flip: bool = False,
-    scales: Sequence[float] = (1.0,),
-    crf: CRFParams | None = None,
+    options: InferenceOptions | None = None,
 ) -> dict[str, Any]:
     """``fcnseg eval``: evaluate a checkpoint on a split of the data its config names.
 
-    Works under torchrun (each process evaluates a shard; the confusion matrices are summed).
+    ``options``: how each image is predicted (default: whole images), e.g.
+    ``InferenceOptions(tile=256, overlap=64)`` for sliding-window evaluation; recorded in the
+    report. Works under torchrun (each process evaluates a shard; the confusion matrices are
+    summed).
     Writes ``metrics.json``, ``confusion.png``, ``per_class_iou.png`` (and panels) to
     ``out_dir`` and prints the metrics table.
     """
@@ -147,9 +137,9 @@ def run_evaluation(
     from fcnseg.checkpoint import load_checkpoint
     from fcnseg.config import Config, apply_overrides, load_config
     from fcnseg.data.transforms import PadCollate, fill_from_preprocess
+    from fcnseg.engine.build import dataset_for_eval
     from fcnseg.engine.distributed import setup
     from fcnseg.engine.loaders import ShardSampler, make_loader
-    from fcnseg.engine.trainer import dataset_for_eval
 
     dist, dev = setup(device)
     ckpt = load_checkpoint(checkpoint)
@@ -185,9 +175,7 @@ def run_evaluation(
         channels_last=True,
         progress=progress and dist.is_main,
         keep=save_panels,
-        flip=flip,
-        scales=scales,
-        crf=crf,
+        options=options,
     )
     out = Path(out_dir) if out_dir else ckpt.path.parent / f"eval-{split}"
     if not dist.is_main:
@@ -200,8 +188,7 @@ def run_evaluation(
             "checkpoint": str(ckpt.path),
             "split": split,
             "images": len(dataset),
-            "tta": {"flip": flip, "scales": list(scales)},
-            "crf": crf.as_dict() if crf is not None else None,
+            "inference": (options or InferenceOptions()).as_dict(),
         },
     )
     if kept:

@@ -2,7 +2,8 @@
 
 Endpoints
     ``GET /``          the web page (choose or drop an image, overlay, legend, opacity, download)
-    ``GET /health``    ``{"status": "ok", ...}`` with the model and the current load
+    ``GET /health``    ``{"status": "ok", ...}`` with the model, the current load and the
+                       inference options
     ``GET /classes``   ``{"classes": [{"index", "name", "color"}, ...]}``
     ``POST /predict``  an image (multipart form field ``image``, or a raw ``image/*`` body) →
                        the label map as a palette PNG of class indices (default), or with
@@ -22,7 +23,6 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -35,10 +35,9 @@ from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
 from fcnseg import __version__
-from fcnseg.crf import CRFParams
 from fcnseg.data.base import DataError
 from fcnseg.data.io import read_image
-from fcnseg.inference import Predictor
+from fcnseg.inference import InferenceOptions, Predictor
 from fcnseg.viz import label_image
 
 __all__ = ["ServeLimits", "create_app", "run_server"]
@@ -57,17 +56,6 @@ class ServeLimits:
     max_pixels: int = 40_000_000
     max_concurrent: int = 1
     max_queue: int = 8
-
-
-@dataclass(frozen=True)
-class PredictOptions:
-    """How each upload is predicted (the ``fcnseg predict`` options)."""
-
-    tile: int | None = None
-    overlap: int = 64
-    flip: bool = False
-    scales: Sequence[float] = (1.0,)
-    crf: CRFParams | None = None
 
 
 class _Admission:
@@ -153,12 +141,13 @@ def create_app(
     predictor: Predictor,
     *,
     limits: ServeLimits | None = None,
-    options: PredictOptions | None = None,
+    options: InferenceOptions | None = None,
     title: str = "fcnseg",
 ) -> FastAPI:
-    """A FastAPI app serving ``predictor`` (see the module docstring for the endpoints)."""
+    """A FastAPI app serving ``predictor`` (see the module docstring for the endpoints);
+    ``options``: how every upload is predicted (tiling, TTA, CRF; default: whole image)."""
     limits = limits or ServeLimits()
-    options = options or PredictOptions()
+    options = options or InferenceOptions()
     admission = _Admission(limits)
     palette = [list(map(int, c)) for c in predictor.palette]
     classes = [
@@ -185,6 +174,7 @@ def create_app(
             "served": admission.served,
             "max_concurrent": limits.max_concurrent,
             "max_queue": limits.max_queue,
+            "inference": options.as_dict(),
         }
 
     @app.get("/classes")
@@ -200,14 +190,7 @@ def create_app(
             raise HTTPException(status, str(err)) from None
         start = time.perf_counter()
         with torch.inference_mode():
-            labels = predictor.predict(
-                image,
-                tile=options.tile,
-                overlap=options.overlap,
-                flip=options.flip,
-                scales=options.scales,
-                crf=options.crf,
-            )
+            labels = predictor.predict(image, options)
         return labels.numpy(), time.perf_counter() - start
 
     @app.post("/predict")
@@ -272,10 +255,10 @@ def run_server(
     host: str = "127.0.0.1",
     port: int = 8000,
     limits: ServeLimits | None = None,
-    options: PredictOptions | None = None,
+    options: InferenceOptions | None = None,
     log_level: str = "info",
 ) -> None:
-    """Serve ``predictor`` with uvicorn until interrupted."""
+    """Serve ``predictor`` with uvicorn until interrupted (``options``: as :func:`create_app`)."""
     import uvicorn
 
     app = create_app(predictor, limits=limits, options=options)
