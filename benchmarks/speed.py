@@ -17,9 +17,7 @@ machine's limit a model runs.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import resource
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ import torch
 from common import OUT, command, machine, median, pyplot, sync, time_ms, write_results
 from torch.utils.flop_counter import FlopCounterMode
 
+from fcnseg.forward import forward
 from fcnseg.models import BACKBONES, FCNS
 
 SIZES = ((500, 500), (360, 480))
@@ -64,12 +63,21 @@ def bench(
     x: torch.Tensor,
     repeats: int,
     device: str,
-    amp: torch.dtype | None = None,
+    amp: str | None = None,
+    channels_last: bool = False,
 ) -> float:
-    """Median ms of one forward pass."""
-    ctx = torch.autocast(device, dtype=amp) if amp is not None else contextlib.nullcontext()
-    with torch.inference_mode(), ctx:
-        return median(time_ms(lambda: model(x), repeats=repeats, device=device))
+    """Median ms of one forward pass of images ``x`` (in [0, 1]) through fcnseg's one forward
+    path (:func:`fcnseg.forward.forward`: preprocess, memory format, autocast, model)."""
+    with torch.inference_mode():
+        return median(
+            time_ms(lambda: run(model, x, amp, channels_last), repeats=repeats, device=device)
+        )
+
+
+def run(
+    model: torch.nn.Module, x: torch.Tensor, amp: str | None = None, channels_last: bool = False
+) -> torch.Tensor:
+    return forward(model, x, channels_last=channels_last, amp=amp)
 
 
 def inference_table(args: argparse.Namespace, peak: float) -> list[dict[str, Any]]:
@@ -83,9 +91,8 @@ def inference_table(args: argparse.Namespace, peak: float) -> list[dict[str, Any
             for h, w in SIZES:
                 f = flops(model, torch.randn(1, 3, h, w, device=args.device))
                 for batch in args.batches:
-                    x = torch.randn(batch, 3, h, w, device=args.device)
-                    x = x.contiguous(memory_format=torch.channels_last)
-                    ms = bench(model, x, args.repeats, args.device)
+                    x = torch.rand(batch, 3, h, w, device=args.device)
+                    ms = bench(model, x, args.repeats, args.device, channels_last=True)
                     row = {
                         "model": name,
                         "backbone": backbone,
@@ -116,10 +123,11 @@ def reference_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     for label, model in (("torchvision fcn_resnet50", tv), ("fcnseg fcn8s/resnet50", ours)):
         model = model.to(args.device).eval()
+        if not hasattr(model, "preprocess"):  # torchvision's takes normalised input too
+            model.preprocess = ours.preprocess
         for h, w in SIZES:
-            x = torch.randn(1, 3, h, w, device=args.device)
-            fn: Callable[[torch.Tensor], Any] = model
-            ms = bench(fn, x, args.repeats, args.device)  # type: ignore[arg-type]
+            x = torch.rand(1, 3, h, w, device=args.device)
+            ms = bench(model, x, args.repeats, args.device)
             rows.append({"model": label, "size": f"{h}x{w}", "batch": 1, "ms": ms})
             print(f"{label} {h}x{w}: {ms:.1f} ms", flush=True)
     return rows
@@ -128,7 +136,7 @@ def reference_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
 def paths_table(args: argparse.Namespace) -> list[dict[str, Any]]:
     """fcn8s/vgg16 at 500×500 batch 1: exact vs caffe mode, and execution paths."""
     dev = args.device
-    x = torch.randn(1, 3, 500, 500, device=dev)
+    x = torch.rand(1, 3, 500, 500, device=dev)
     exact = FCNS["fcn8s"](backbone="vgg16", num_classes=21).to(dev).eval()
     with torch.no_grad():  # score layers start at zero (the paper's init): make outputs nonzero
         for layer in (exact.score_fr, *exact.scorers.values()):
@@ -136,35 +144,34 @@ def paths_table(args: argparse.Namespace) -> list[dict[str, Any]]:
     caffe = FCNS["fcn8s"](backbone="vgg16", num_classes=21, mode="caffe").to(dev).eval()
     caffe.load_state_dict(exact.state_dict())
     with torch.inference_mode():
-        ref = exact(x)
+        ref = run(exact, x)
     rows: list[dict[str, Any]] = []
 
-    def add(label: str, model: torch.nn.Module, inp: torch.Tensor, amp: torch.dtype | None = None,
-            compare: bool = True):  # fmt: skip
-        ms = bench(model, inp, args.repeats, dev, amp)
-        ctx = torch.autocast(dev, dtype=amp) if amp is not None else contextlib.nullcontext()
-        with torch.inference_mode(), ctx:
-            out = model(inp).float()
+    def add(label: str, model: torch.nn.Module, amp: str | None = None,
+            channels_last: bool = False, compare: bool = True):  # fmt: skip
+        ms = bench(model, x, args.repeats, dev, amp, channels_last)
+        with torch.inference_mode():
+            out = run(model, x, amp, channels_last).float()
         err = float((out - ref).abs().max() / ref.abs().max()) if compare else None
         rows.append({"path": label, "ms": ms, "max_rel_diff_vs_exact_fp32": err})
         print(f"{label}: {ms:.1f} ms (rel diff {err})", flush=True)
 
-    add("exact mode, contiguous (NCHW)", exact, x)
-    add("caffe mode", caffe, x, compare=False)  # other padding: outputs are not comparable
+    add("exact mode, contiguous (NCHW)", exact)
+    add("caffe mode", caffe, compare=False)  # other padding: outputs are not comparable
     with torch.no_grad():
-        ms_nograd = median(time_ms(lambda: exact(x), repeats=args.repeats, device=dev))
+        ms_nograd = median(time_ms(lambda: run(exact, x), repeats=args.repeats, device=dev))
     rows.append({"path": "exact, no_grad instead of inference_mode", "ms": ms_nograd})
     cl = FCNS["fcn8s"](backbone="vgg16", num_classes=21).to(dev).eval()
     cl.load_state_dict(exact.state_dict())
     cl = cl.to(memory_format=torch.channels_last)
-    add("exact, channels_last (the Predictor's default)", cl,
-        x.contiguous(memory_format=torch.channels_last))  # fmt: skip
-    add("exact, bf16 autocast", exact, x, torch.bfloat16)
+    add("exact, channels_last (the Predictor's default)", cl, channels_last=True)
+    add("exact, bf16 autocast", exact, "bf16")
     if dev == "cuda":
-        add("exact, fp16 autocast", exact, x, torch.float16)
+        add("exact, fp16 autocast", exact, "fp16")
     if args.compile:
         compiled = torch.compile(exact)
-        add("exact, torch.compile", compiled, x)
+        compiled.preprocess = exact.preprocess
+        add("exact, torch.compile", compiled)
     return rows
 
 
@@ -174,13 +181,14 @@ def best_vs_plain(args: argparse.Namespace, bf16_peak: float) -> dict[str, Any]:
     dev = args.device
     model = FCNS["fcn8s"](backbone="vgg16", num_classes=21).to(dev).eval()
     f = flops(model, torch.randn(1, 3, 500, 500, device=dev))
-    plain_ms = bench(model, torch.randn(1, 3, 500, 500, device=dev), args.repeats, dev)
+    plain_ms = bench(model, torch.rand(1, 3, 500, 500, device=dev), args.repeats, dev)
     fast = model.to(memory_format=torch.channels_last)
     if args.compile:
         fast = torch.compile(fast, mode="max-autotune")
+        fast.preprocess = model.preprocess
     batch = max(args.batches)
-    x = torch.randn(batch, 3, 500, 500, device=dev).contiguous(memory_format=torch.channels_last)
-    fast_ms = bench(fast, x, args.repeats, dev, torch.bfloat16)
+    x = torch.rand(batch, 3, 500, 500, device=dev)
+    fast_ms = bench(fast, x, args.repeats, dev, "bf16", channels_last=True)
     row = {
         "plain_images_per_s": 1e3 / plain_ms,
         "fast_batch": batch,
@@ -194,19 +202,27 @@ def best_vs_plain(args: argparse.Namespace, bf16_peak: float) -> dict[str, Any]:
 
 
 def train_step(args: argparse.Namespace) -> dict[str, Any]:
-    """fcn8s/vgg16 at 360×480: forward + backward + SGD step; images/s and peak memory."""
+    """fcn8s/vgg16 at 360×480: one step of the product's Trainer (forward + loss + backward +
+    SGD), on one fixed batch; images/s and peak memory."""
+    import itertools
+    import tempfile
+
+    from fcnseg.config import load_config
+    from fcnseg.engine.trainer import Trainer
+
     dev = args.device
-    model = FCNS["fcn8s"](backbone="vgg16", num_classes=11).to(dev).train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     batch = args.train_batch
-    x = torch.randn(batch, 3, 360, 480, device=dev)
-    y = torch.randint(0, 11, (batch, 360, 480), device=dev)
+    cfg = load_config("fcn8s_resnet18_synthetic", [
+        "model.backbone=vgg16", f"train.device={dev}", "train.optimizer=sgd", "train.lr=1e-4",
+        "data.options={num_images: 4, size: [96, 128]}", f"data.batch_size={batch}",
+    ])  # fmt: skip
+    trainer = Trainer(cfg, tempfile.mkdtemp(prefix="speed-train-"), progress=False)
+    x = torch.rand(batch, 3, 360, 480, device=dev)
+    y = torch.randint(0, trainer.num_classes, (batch, 360, 480), device=dev)
+    batches = itertools.repeat((x, y))
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(model(x), y, ignore_index=255)
-        loss.backward()
-        opt.step()
+        trainer.step(batches)
 
     if dev == "cuda":
         torch.cuda.reset_peak_memory_stats()

@@ -250,14 +250,14 @@ def test_signal_in_process_saves_current_iteration(tmp_path: Path) -> None:
     """A SIGINT during iteration 3 stops after it with a checkpoint of iteration 3 (none was
     due); a second signal quits at once and leaves that checkpoint as it was."""
     trainer = Trainer(_cfg("train.checkpoint_every=100"), tmp_path / "run", progress=False)
-    step = trainer._step
+    step = trainer.step
 
     def step_and_signal(batches: Any) -> float:
         if trainer.iteration == 2:
             os.kill(os.getpid(), signal.SIGINT)
         return step(batches)
 
-    trainer._step = step_and_signal  # type: ignore[method-assign]
+    trainer.step = step_and_signal  # type: ignore[method-assign]
     handler = signal.getsignal(signal.SIGINT)
     with pytest.raises(TrainingInterrupted) as stop:
         trainer.train()
@@ -269,14 +269,14 @@ def test_signal_in_process_saves_current_iteration(tmp_path: Path) -> None:
 
     again = Trainer(_cfg("train.checkpoint_every=100"), tmp_path / "run", resume=True,
                     progress=False)  # fmt: skip
-    step2 = again._step
+    step2 = again.step
 
     def step_and_signal_twice(batches: Any) -> float:
         os.kill(os.getpid(), signal.SIGINT)
         os.kill(os.getpid(), signal.SIGINT)
         return step2(batches)
 
-    again._step = step_and_signal_twice  # type: ignore[method-assign]
+    again.step = step_and_signal_twice  # type: ignore[method-assign]
     with pytest.raises(KeyboardInterrupt) as quit_now:
         again.train()
     assert not isinstance(quit_now.value, TrainingInterrupted)

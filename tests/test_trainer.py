@@ -190,7 +190,7 @@ def test_channels_last_and_sum_loss_train(tmp_path: Path) -> None:
         "train.loss_reduction=sum",
         "train.optimizer=sgd",
         "train.momentum=0",
-        "train.lr=1e-5",
+        "train.lr=1.0e-5",
     ]
     x = torch.rand(2, 3, 48, 64, generator=torch.Generator().manual_seed(1))
     runs = {}

@@ -246,7 +246,7 @@ class Trainer:
         start_time = time.monotonic()
         try:
             while self.iteration < end:
-                loss = self._step(batches)
+                loss = self.step(batches)
                 self.iteration += 1
                 lr = self.optimizer.param_groups[0]["lr"]
                 self.runlog.step(loss, lr)
@@ -299,7 +299,7 @@ class Trainer:
         self, images: torch.Tensor, masks: torch.Tensor, weights: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Forward and backward of one micro-batch (the loss divided by ``train.iter_size``);
-        returns the loss. The optimiser step is :meth:`_step`'s."""
+        returns the loss. The optimiser step is :meth:`step`'s."""
         t = self.cfg.train
         images = images.to(self.device, non_blocking=True)
         masks = masks.to(self.device, non_blocking=True)
@@ -310,7 +310,7 @@ class Trainer:
         self.scaler.scale(loss).backward()
         return loss.detach()
 
-    def _step(self, batches: Any) -> float:
+    def step(self, batches: Any) -> float:
         """One optimiser step over ``train.iter_size`` micro-batches; non-finite handling."""
         t = self.cfg.train
         self.optimizer.zero_grad(set_to_none=True)
