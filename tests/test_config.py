@@ -45,19 +45,19 @@ def test_config_bad_values_name_the_key(override: str, message: str) -> None:
 def test_config_overrides_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FCNSEG_SHARED", "/data/shared")
     cfg = load_config(
-        "fcn8s_vgg16_camvid-360x480",
+        "fcn8s_vgg16_camvid-360x480_gpu",
         ["train.lr=0.5", "data.batch_size=2", "data.options={a: 1}", "model.init_from=null"],
     )
     assert cfg.train.lr == 0.5 and cfg.data.batch_size == 2 and cfg.data.options == {"a": 1}
     assert cfg.data.root == "/data/shared/data/camvid"
     monkeypatch.delenv("FCNSEG_SHARED")
-    assert load_config("fcn8s_vgg16_camvid-360x480").data.root == "../shared/data/camvid"
+    assert load_config("fcn8s_vgg16_camvid-360x480_gpu").data.root == "../shared/data/camvid"
 
 
 def test_config_every_shipped_config_is_valid(tmp_path: Path) -> None:
     """Every shipped config loads, validates, and round-trips through its resolved dump."""
     names = shipped_configs()
-    assert {"fcn8s_vgg16_camvid-360x480", "fcn32s_vgg16_voc-sbd", "fcn8s_vgg16_horse",
+    assert {"fcn8s_vgg16_camvid-360x480_gpu", "fcn32s_vgg16_voc-sbd", "fcn8s_vgg16_horse",
             "fcn8s_resnet18_synthetic", "fcn16s_vgg16_voc-sbd", "fcn8s_vgg16_voc-sbd",
             "fcn8s-atonce_vgg16_voc-sbd"} <= set(names)  # fmt: skip
     for name in names:
