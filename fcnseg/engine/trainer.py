@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import signal
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +34,7 @@ from fcnseg.engine import build
 from fcnseg.engine.checkpointer import Checkpointer
 from fcnseg.engine.distributed import barrier, setup
 from fcnseg.engine.evaluate import evaluate, write_report
+from fcnseg.engine.interrupt import StopRequests
 from fcnseg.engine.runlog import VAL_FIELDS, RunLog
 from fcnseg.forward import forward
 
@@ -111,7 +109,7 @@ class Trainer:
         self.metrics: dict[str, Any] = {}
         self.skipped_steps = 0
         self._matrix: Any = None
-        self._signal = 0
+        self.stops = StopRequests(self.dist, self.device)
         self.runlog = RunLog(self.run_dir, enabled=self.dist.is_main, progress=progress)
         self.checkpointer = Checkpointer(self.run_dir, self.meta(), self.dist)
         if resume:
@@ -178,50 +176,6 @@ class Trainer:
             name, self.net, iteration=self.iteration, metrics=self.metrics, state=state
         )
 
-    # ------------------------------------------------------------------ signals
-
-    @contextmanager
-    def _signals(self) -> Iterator[None]:
-        """Turn SIGINT/SIGTERM into a request to stop after the current iteration (a second one
-        quits at once). Only the main thread can install handlers; elsewhere this does nothing.
-        """
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        pid = os.getpid()
-
-        def handler(signum: int, frame: Any) -> None:
-            if os.getpid() != pid:
-                return  # a forked data-loader worker: the training process stops the run
-            name = signal.Signals(signum).name
-            if self._signal:
-                raise KeyboardInterrupt(f"second {name}: quit without saving")
-            self._signal = signum
-            if self.dist.is_main:
-                print(
-                    f"fcnseg: {name} received; stopping with a checkpoint at the end of this "
-                    "iteration (send it again to quit at once, without saving)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-
-        previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
-
-    def _stop_signal(self) -> int:
-        """The signal asking to stop (0: none), agreed by every process of the job."""
-        if not self.dist.enabled:
-            return self._signal
-        import torch.distributed as dist
-
-        flag = torch.tensor([self._signal], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        return int(flag.item())
-
     # ------------------------------------------------------------------ loop
 
     def train(self, *, stop_at: int | None = None, handle_signals: bool = True) -> TrainResult:
@@ -231,8 +185,7 @@ class Trainer:
         With ``handle_signals``, SIGINT/SIGTERM save a checkpoint at the end of the current
         iteration and raise :class:`TrainingInterrupted`.
         """
-        self._signal = 0
-        with self._signals() if handle_signals else nullcontext():
+        with self.stops.catching() if handle_signals else nullcontext():
             return self._train(stop_at)
 
     def _train(self, stop_at: int | None) -> TrainResult:
@@ -287,7 +240,7 @@ class Trainer:
         if due:
             self.save("last")
             barrier()
-        signum = self._stop_signal()
+        signum = self.stops.agreed()
         if signum and self.iteration < end:
             if not due:
                 self.save("last")
