@@ -10,8 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from typing import TypeAlias
+
     from fcnseg.inference import InferenceOptions
     from fcnseg.models import FCN
+
+    _Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
 __all__ = ["main"]
 
@@ -263,21 +267,20 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for documentation and tests)."""
-    parser = argparse.ArgumentParser(
-        prog="fcnseg", description="Fully Convolutional Networks for semantic segmentation."
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_summary_parser(sub: _Subparsers) -> None:
     p = sub.add_parser("summary", help="per-layer table: output shapes and parameter counts")
     _add_model_args(p)
     p.add_argument("--input", default="3x500x500", help="input shape CxHxW (default 3x500x500)")
     p.set_defaults(func=_summary)
+
+
+def _add_geometry_parser(sub: _Subparsers) -> None:
     p = sub.add_parser("geometry", help="stride, offset and receptive field of every layer")
     _add_model_args(p)
     p.set_defaults(func=_geometry)
 
+
+def _add_train_parser(sub: _Subparsers) -> None:
     p = sub.add_parser("train", help="train from a YAML config (file or shipped name)")
     p.add_argument("config", help="config file, or a shipped config name (fcnseg/configs)")
     p.add_argument("-o", "--out", help="run directory (default: runs/<config name>)")
@@ -289,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_train)
 
+
+def _add_eval_parser(sub: _Subparsers) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint: the four metrics, plots")
     p.add_argument("checkpoint", help="checkpoint file or run directory")
     p.add_argument("--config", help="config for the data (default: the one in the checkpoint)")
@@ -307,6 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_eval)
 
+
+def _add_predict_parser(sub: _Subparsers) -> None:
     p = sub.add_parser("predict", help="label maps and overlays for images, any size")
     p.add_argument("checkpoint", help="checkpoint file or run directory")
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
@@ -318,12 +325,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_predict)
 
+
+def _add_export_parser(sub: _Subparsers) -> None:
     p = sub.add_parser("export", help="ONNX (dynamic batch/height/width) or TorchScript")
     p.add_argument("checkpoint", help="checkpoint file or run directory")
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument("-o", "--out", required=True, help="output file")
     p.set_defaults(func=_export)
 
+
+def _add_serve_parser(sub: _Subparsers) -> None:
     p = sub.add_parser("serve", help="HTTP API + web page: upload an image, see the overlay")
     p.add_argument("checkpoint", help="checkpoint file, run directory or exported .onnx")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
@@ -336,6 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.set_defaults(func=_serve)
 
+
+def _add_demo_parser(sub: _Subparsers) -> None:
     p = sub.add_parser(
         "demo", help="train a small FCN-8s on generated shapes, then predict (a few minutes)"
     )
@@ -343,6 +356,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=None, help="override the training length")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="fcnseg", description="Fully Convolutional Networks for semantic segmentation."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (
+        _add_summary_parser,
+        _add_geometry_parser,
+        _add_train_parser,
+        _add_eval_parser,
+        _add_predict_parser,
+        _add_export_parser,
+        _add_serve_parser,
+        _add_demo_parser,
+    ):
+        add(sub)
     return parser
 
 

@@ -184,7 +184,7 @@ def test_plot_curves_skips_missing_keys(tmp_path: Path):
 def test_legends_work_with_the_bitmap_fallback_font(tmp_path: Path, monkeypatch):
     from PIL import ImageFont
 
-    monkeypatch.setattr(viz, "_font", lambda size=12: ImageFont.load_default_imagefont())
+    monkeypatch.setattr(viz.labels, "_font", lambda size=12: ImageFont.load_default_imagefont())
     image, mask = _image(20, 30), np.ones((20, 30), np.int64)
     assert viz.save_overlay(tmp_path / "o.png", image, mask, PALETTE, NAMES) == [(1, "red")]
     viz.save_panels(tmp_path / "p.png", [(image, mask, mask)], PALETTE, NAMES)

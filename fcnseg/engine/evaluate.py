@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -13,6 +13,12 @@ from tqdm import tqdm
 
 from fcnseg.inference import InferenceOptions, Predictor
 from fcnseg.metrics import ConfusionMatrix
+
+if TYPE_CHECKING:
+    from fcnseg.checkpoint import Checkpoint
+    from fcnseg.config import Config
+    from fcnseg.data.base import SegmentationDataset
+    from fcnseg.engine.distributed import DistInfo
 
 __all__ = ["evaluate", "format_metrics", "jsonable", "write_report"]
 
@@ -111,6 +117,72 @@ def jsonable(value: Any) -> Any:
     return value
 
 
+def _eval_config(
+    ckpt: Checkpoint, config: str | Path | None, overrides: list[str] | None
+) -> Config:
+    """The config of ``config`` (file or shipped name), else the one stored in ``ckpt``; with
+    ``overrides`` applied."""
+    import yaml
+
+    from fcnseg.config import Config, apply_overrides, load_config
+
+    if config is not None:
+        return load_config(config, overrides)
+    raw = apply_overrides(yaml.safe_load(yaml.safe_dump(ckpt.config)) or {}, overrides or [])
+    return Config.from_dict(raw, source=f"config stored in {ckpt.path}")
+
+
+def _eval_inputs(
+    ckpt: Checkpoint, cfg: Config, split: str, dist: DistInfo, dev: torch.device
+) -> tuple[nn.Module, SegmentationDataset, DataLoader]:
+    """The model of ``ckpt`` on ``dev``, the dataset of ``split`` (its classes must be the
+    checkpoint's) and a padded loader over this process's shard of it."""
+    from fcnseg.data.transforms import PadCollate, fill_from_preprocess
+    from fcnseg.engine.build import dataset_for_eval
+    from fcnseg.engine.loaders import ShardSampler, make_loader
+
+    dataset = dataset_for_eval(cfg, split)
+    # channels_last: faster on CPU and GPU, same results to float rounding (benchmarks/speed.py)
+    model = ckpt.build_model().to(dev, memory_format=torch.channels_last)
+    if list(dataset.classes) != list(ckpt.classes):
+        raise ValueError(
+            f"{ckpt.path} was trained on classes {ckpt.classes}, the data has {dataset.classes}"
+        )
+    fill = tuple(c / 255 for c in fill_from_preprocess(model.preprocess))
+    loader = make_loader(
+        dataset,
+        batch_size=cfg.data.val_batch_size,
+        sampler=ShardSampler(len(dataset), rank=dist.rank, world_size=dist.world_size),
+        collate=PadCollate(ignore_index=ckpt.ignore_index, fill=fill),
+        num_workers=cfg.data.num_workers,
+        device=dev,
+    )
+    return model, dataset, loader
+
+
+def _write_outputs(
+    out: Path,
+    matrix: ConfusionMatrix,
+    kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
+    ckpt: Checkpoint,
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """The report (:func:`write_report`) and, for the ``kept`` triples, ``panels.png`` in
+    ``out``; prints the metrics table. Returns the report."""
+    metrics = write_report(out, matrix, ckpt.classes, extra=extra)
+    if kept:
+        from fcnseg.viz import save_panels
+
+        rows = [
+            ((img * 255).round().byte().permute(1, 2, 0).numpy(), gt.numpy(), pred.numpy())
+            for img, gt, pred in kept
+        ]
+        save_panels(out / "panels.png", rows, ckpt.palette, ckpt.classes)
+    print(format_metrics(metrics))
+    print(f"\nwrote {out}/metrics.json, confusion.png, per_class_iou.png")
+    return metrics
+
+
 def run_evaluation(
     checkpoint: str | Path,
     *,
@@ -132,39 +204,14 @@ def run_evaluation(
     Writes ``metrics.json``, ``confusion.png``, ``per_class_iou.png`` (and panels) to
     ``out_dir`` and prints the metrics table.
     """
-    import yaml
-
     from fcnseg.checkpoint import load_checkpoint
-    from fcnseg.config import Config, apply_overrides, load_config
-    from fcnseg.data.transforms import PadCollate, fill_from_preprocess
-    from fcnseg.engine.build import dataset_for_eval
     from fcnseg.engine.distributed import setup
-    from fcnseg.engine.loaders import ShardSampler, make_loader
 
     dist, dev = setup(device)
     ckpt = load_checkpoint(checkpoint)
-    if config is not None:
-        cfg = load_config(config, overrides)
-    else:
-        raw = apply_overrides(yaml.safe_load(yaml.safe_dump(ckpt.config)) or {}, overrides or [])
-        cfg = Config.from_dict(raw, source=f"config stored in {ckpt.path}")
+    cfg = _eval_config(ckpt, config, overrides)
     split = split or cfg.data.val_split
-    dataset = dataset_for_eval(cfg, split)
-    # channels_last: faster on CPU and GPU, same results to float rounding (benchmarks/speed.py)
-    model = ckpt.build_model().to(dev, memory_format=torch.channels_last)
-    if list(dataset.classes) != list(ckpt.classes):
-        raise ValueError(
-            f"{ckpt.path} was trained on classes {ckpt.classes}, the data has {dataset.classes}"
-        )
-    fill = tuple(c / 255 for c in fill_from_preprocess(model.preprocess))
-    loader = make_loader(
-        dataset,
-        batch_size=cfg.data.val_batch_size,
-        sampler=ShardSampler(len(dataset), rank=dist.rank, world_size=dist.world_size),
-        collate=PadCollate(ignore_index=ckpt.ignore_index, fill=fill),
-        num_workers=cfg.data.num_workers,
-        device=dev,
-    )
+    model, dataset, loader = _eval_inputs(ckpt, cfg, split, dist, dev)
     matrix, kept = evaluate(
         model,
         loader,
@@ -180,25 +227,10 @@ def run_evaluation(
     out = Path(out_dir) if out_dir else ckpt.path.parent / f"eval-{split}"
     if not dist.is_main:
         return matrix.compute(ckpt.classes)
-    metrics = write_report(
-        out,
-        matrix,
-        ckpt.classes,
-        extra={
-            "checkpoint": str(ckpt.path),
-            "split": split,
-            "images": len(dataset),
-            "inference": (options or InferenceOptions()).as_dict(),
-        },
-    )
-    if kept:
-        from fcnseg.viz import save_panels as write_panels
-
-        rows = [
-            ((img * 255).round().byte().permute(1, 2, 0).numpy(), gt.numpy(), pred.numpy())
-            for img, gt, pred in kept
-        ]
-        write_panels(out / "panels.png", rows, ckpt.palette, ckpt.classes)
-    print(format_metrics(metrics))
-    print(f"\nwrote {out}/metrics.json, confusion.png, per_class_iou.png")
-    return metrics
+    extra = {
+        "checkpoint": str(ckpt.path),
+        "split": split,
+        "images": len(dataset),
+        "inference": (options or InferenceOptions()).as_dict(),
+    }
+    return _write_outputs(out, matrix, kept, ckpt, extra)

@@ -137,67 +137,52 @@ async def _upload(request: Request, limit: int) -> tuple[bytes, str]:
     return await part.read(), name  # type: ignore[union-attr]
 
 
-def create_app(
-    predictor: Predictor,
-    *,
-    limits: ServeLimits | None = None,
-    options: InferenceOptions | None = None,
-    title: str = "fcnseg",
-) -> FastAPI:
-    """A FastAPI app serving ``predictor`` (see the module docstring for the endpoints);
-    ``options``: how every upload is predicted (tiling, TTA, CRF; default: whole image)."""
-    limits = limits or ServeLimits()
-    options = options or InferenceOptions()
-    admission = _Admission(limits)
-    palette = [list(map(int, c)) for c in predictor.palette]
-    classes = [
-        {"index": i, "name": name, "color": palette[i] if i < len(palette) else [0, 0, 0]}
-        for i, name in enumerate(predictor.classes)
-    ]
-    page = resources.files("fcnseg.serve").joinpath("page.html").read_text(encoding="utf-8")
+class _Service:
+    """One served predictor: its classes and colours, how it predicts, and its admission."""
 
-    app = FastAPI(title=title, version=__version__, docs_url="/docs", redoc_url=None)
-    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    def __init__(
+        self, predictor: Predictor, limits: ServeLimits, options: InferenceOptions
+    ) -> None:
+        self.predictor = predictor
+        self.limits = limits
+        self.options = options
+        self.admission = _Admission(limits)
+        self.palette = palette = [list(map(int, c)) for c in predictor.palette]
+        self.classes = [
+            {"index": i, "name": name, "color": palette[i] if i < len(palette) else [0, 0, 0]}
+            for i, name in enumerate(predictor.classes)
+        ]
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    def index() -> str:
-        return page
-
-    @app.get("/health")
-    def health() -> dict[str, Any]:
+    def health(self) -> dict[str, Any]:
+        """The ``GET /health`` body: the model, the current load and the inference options."""
         return {
             "status": "ok",
             "version": __version__,
-            "num_classes": len(classes),
-            "running": admission.running,
-            "admitted": admission.admitted,
-            "served": admission.served,
-            "max_concurrent": limits.max_concurrent,
-            "max_queue": limits.max_queue,
-            "inference": options.as_dict(),
+            "num_classes": len(self.classes),
+            "running": self.admission.running,
+            "admitted": self.admission.admitted,
+            "served": self.admission.served,
+            "max_concurrent": self.limits.max_concurrent,
+            "max_queue": self.limits.max_queue,
+            "inference": self.options.as_dict(),
         }
 
-    @app.get("/classes")
-    def get_classes() -> dict[str, Any]:
-        return {"classes": classes}
-
-    def infer(data: bytes, name: str) -> tuple[np.ndarray, float]:
-        """Decode and predict (runs in a worker thread)."""
+    def infer(self, data: bytes, name: str) -> tuple[np.ndarray, float]:
+        """Decode and predict (runs in a worker thread): the label map and the seconds taken."""
         try:
-            image = read_image(data, name=name, max_pixels=limits.max_pixels)
+            image = read_image(data, name=name, max_pixels=self.limits.max_pixels)
         except DataError as err:
             status = 413 if "max_pixels" in str(err) else 400
             raise HTTPException(status, str(err)) from None
         start = time.perf_counter()
         with torch.inference_mode():
-            labels = predictor.predict(image, options)
+            labels = self.predictor.predict(image, self.options)
         return labels.numpy(), time.perf_counter() - start
 
-    @app.post("/predict")
-    async def predict(
-        request: Request,
-        format: str = Query("png", pattern="^(png|json)$", description="png or json"),
-    ) -> Response:
+    async def predict(self, request: Request) -> tuple[np.ndarray, float]:
+        """Admit the request (503 when full), read its upload and predict it in a worker
+        thread once a slot is free."""
+        admission, limits = self.admission, self.limits
         if not admission.try_enter():
             raise HTTPException(
                 503,
@@ -209,43 +194,97 @@ def create_app(
             async with admission.slots:
                 admission.running += 1
                 try:
-                    labels, seconds = await anyio.to_thread.run_sync(infer, data, name)
+                    labels, seconds = await anyio.to_thread.run_sync(self.infer, data, name)
                 finally:
                     admission.running -= 1
             admission.served += 1
         finally:
             admission.leave()
-        counts = np.bincount(labels.ravel(), minlength=len(classes))
-        histogram = {str(i): int(n) for i, n in enumerate(counts) if n}
-        height, width = labels.shape
-        if format == "json":
-            total = max(1, labels.size)
-            return JSONResponse(
-                {
-                    "width": width,
-                    "height": height,
-                    "inference_seconds": round(seconds, 4),
-                    "classes": [
-                        {**classes[i], "pixels": int(n), "fraction": int(n) / total}
-                        for i, n in enumerate(counts)
-                        if n
-                    ],
-                }
-            )
-        buf = io.BytesIO()
-        label_image(labels, palette).save(buf, format="PNG")
-        headers = {
-            "X-Image-Size": f"{width}x{height}",
-            "X-Class-Histogram": json.dumps(histogram, separators=(",", ":")),
-            "X-Inference-Seconds": f"{seconds:.4f}",
-        }
-        return Response(buf.getvalue(), media_type="image/png", headers=headers)
+        return labels, seconds
 
-    @app.exception_handler(Exception)
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, 500)
 
+def _prediction_response(
+    labels: np.ndarray,
+    seconds: float,
+    classes: list[dict[str, Any]],
+    palette: list[list[int]],
+    format: str,
+) -> Response:
+    """A label map as a palette PNG (size, class histogram and time in headers) or, with
+    ``format="json"``, as its size and the pixels and fraction of each class present."""
+    counts = np.bincount(labels.ravel(), minlength=len(classes))
+    height, width = labels.shape
+    if format == "json":
+        total = max(1, labels.size)
+        present = [
+            {**classes[i], "pixels": int(n), "fraction": int(n) / total}
+            for i, n in enumerate(counts)
+            if n
+        ]
+        return JSONResponse(
+            {
+                "width": width,
+                "height": height,
+                "inference_seconds": round(seconds, 4),
+                "classes": present,
+            }
+        )
+    histogram = {str(i): int(n) for i, n in enumerate(counts) if n}
+    buf = io.BytesIO()
+    label_image(labels, palette).save(buf, format="PNG")
+    headers = {
+        "X-Image-Size": f"{width}x{height}",
+        "X-Class-Histogram": json.dumps(histogram, separators=(",", ":")),
+        "X-Inference-Seconds": f"{seconds:.4f}",
+    }
+    return Response(buf.getvalue(), media_type="image/png", headers=headers)
+
+
+def _add_routes(app: FastAPI, service: _Service, page: str) -> None:
+    """The endpoints of the module docstring, answered by ``service``."""
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> str:
+        return page
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        return service.health()
+
+    @app.get("/classes")
+    def get_classes() -> dict[str, Any]:
+        return {"classes": service.classes}
+
+    @app.post("/predict")
+    async def predict(
+        request: Request,
+        format: str = Query("png", pattern="^(png|json)$", description="png or json"),
+    ) -> Response:
+        labels, seconds = await service.predict(request)
+        return _prediction_response(labels, seconds, service.classes, service.palette, format)
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    """Any unhandled error: logged, and answered with a 500 naming it."""
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"}, 500)
+
+
+def create_app(
+    predictor: Predictor,
+    *,
+    limits: ServeLimits | None = None,
+    options: InferenceOptions | None = None,
+    title: str = "fcnseg",
+) -> FastAPI:
+    """A FastAPI app serving ``predictor`` (see the module docstring for the endpoints);
+    ``options``: how every upload is predicted (tiling, TTA, CRF; default: whole image)."""
+    service = _Service(predictor, limits or ServeLimits(), options or InferenceOptions())
+    page = resources.files("fcnseg.serve").joinpath("page.html").read_text(encoding="utf-8")
+    app = FastAPI(title=title, version=__version__, docs_url="/docs", redoc_url=None)
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    _add_routes(app, service, page)
+    app.add_exception_handler(Exception, _unexpected)
     return app
 
 
