@@ -54,7 +54,7 @@ class ModelConfig:
     @classmethod
     def from_mapping(cls, data: Any, prefix: str = "model") -> ModelConfig:
         """Type-check a flat ``model:`` mapping against the registered builder's signature."""
-        from fcnseg.models.registry import MODELS, _builder, model_fields
+        from fcnseg.models.registry import MODELS, model_fields, model_hints
 
         if not isinstance(data, dict):
             raise ConfigError(f"{prefix}: expected a mapping, got {data!r}")
@@ -69,7 +69,7 @@ class ModelConfig:
             raise ConfigError(
                 f"{prefix}: {name} has no argument(s) {unknown}; its arguments are {sorted(fields)}"
             )
-        hints = typing.get_type_hints(_builder(name))
+        hints = model_hints(name)
         arguments = {k: check_type(v, hints.get(k, Any), f"{prefix}.{k}") for k, v in data.items()}
         return cls(name, arguments)
 

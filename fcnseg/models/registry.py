@@ -10,6 +10,7 @@ from it (:func:`model_fields`, :func:`model_spec`).
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
@@ -20,6 +21,7 @@ __all__ = [
     "MODELS",
     "build_model",
     "model_fields",
+    "model_hints",
     "model_spec",
     "register_model",
     "spec_differences",
@@ -63,6 +65,31 @@ def model_fields(name: str, *, include_init: bool = False) -> dict[str, inspect.
         if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
         and (include_init or k not in INIT_ARGUMENTS)
     }
+
+
+def model_hints(name: str) -> dict[str, Any]:
+    """The builder's argument types (``Any`` where an annotation cannot be resolved, e.g. a
+    name local to the function that defined the builder)."""
+    builder = _builder(name)
+    try:
+        return typing.get_type_hints(builder)
+    except NameError:
+        hints: dict[str, Any] = {}
+        for key, param in inspect.signature(builder).parameters.items():
+            try:
+                hints[key] = typing.get_type_hints(_Probe(param.annotation, builder))["x"]
+            except NameError:
+                hints[key] = Any
+        return hints
+
+
+class _Probe:
+    """One annotation to resolve in a builder's module namespace."""
+
+    def __init__(self, annotation: Any, builder: Callable[..., Any]) -> None:
+        self.__annotations__ = {"x": annotation}
+        self.__globals__ = getattr(builder, "__globals__", {})
+        self.__module__ = builder.__module__
 
 
 def model_spec(name: str, **arguments: Any) -> dict[str, Any]:
