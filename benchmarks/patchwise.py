@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from common import OUT, command, machine, median, pyplot, shared_root, time_ms, write_results
 
 from fcnseg.data.io import read_image
+from fcnseg.forward import forward
 from fcnseg.models import fcn8s
 
 
@@ -37,23 +38,37 @@ def _image(path: Path, size: int) -> torch.Tensor:
     return F.interpolate(img, size=(size, size), mode="bilinear", antialias=True)[0]
 
 
+def _pad_with_mean(model: torch.nn.Module, x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Pad images ``x`` (in [0, 1]) by ``pad`` with the colour the model's preprocessing maps to
+    zero: the same as zero-padding the normalised input. (The preprocessing is affine per
+    channel, p(x) = a·x + b, so that colour is −b/a.)"""
+    with torch.no_grad():
+        b = model.preprocess(torch.zeros(1, 3, 1, 1)).flatten()
+        a = model.preprocess(torch.ones(1, 3, 1, 1)).flatten() - b
+    order = [2, 1, 0] if getattr(model.preprocess, "channel_order", "RGB") == "BGR" else [0, 1, 2]
+    colour = (-b / a)[order].view(1, 3, 1, 1)
+    padded = F.pad(x - colour, (pad, pad, pad, pad))
+    return padded + colour
+
+
 def exactness_check(model: torch.nn.Module, image_path: Path, patch: int) -> dict[str, float]:
     """Patch-wise ≡ whole-image where it must be: a patch that holds the output's whole
     receptive field and starts on the network's stride-32 grid gives, at its centre, the
     whole-image output to float precision (the FCN computes the same function and shares the
     overlapping work). Checked on a 1024×1024 image at 8 interior pixels."""
     n = 1024
-    x = model.preprocess(_image(image_path, n)[None])
+    x = _image(image_path, n)[None]
     half = patch // 2
     with torch.inference_mode():
-        whole = model(x)[0]
+        whole = forward(model, x)[0]
         gen = np.random.default_rng(1)
         # Centres c with c − half ≡ 0 (mod 32), the patch wholly inside the image.
         grid = [c for c in range(half, n - half + 1) if (c - half) % 32 == 0]
         picks = [(int(gen.choice(grid)), int(gen.choice(grid))) for _ in range(8)]
         diffs = []
         for cy, cx in picks:
-            out = model(x[..., cy - half : cy + half, cx - half : cx + half])[0, :, half, half]
+            window = x[..., cy - half : cy + half, cx - half : cx + half]
+            out = forward(model, window)[0, :, half, half]
             diffs.append(float((out - whole[:, cy, cx]).abs().max()))
     scale = float(whole.abs().max())
     return {"patch": patch, "pixels": len(picks), "max_abs_diff": max(diffs),
@@ -91,25 +106,26 @@ def main() -> None:
         described = "FCN-8s/VGG16, ImageNet conv weights, fc6/fc7/score random (21 classes)"
     model.eval()
     image_path = args.image or sorted((shared / "data" / "camvid" / "val").iterdir())[0]
-    x = model.preprocess(_image(image_path, args.size)[None])
+    x = _image(image_path, args.size)[None]
     n = args.size
 
     with torch.inference_mode():
-        whole_ms = time_ms(lambda: model(x), repeats=args.repeats)
-        whole = model(x)[0].softmax(0)  # C×H×W
+        whole_ms = time_ms(lambda: forward(model, x), repeats=args.repeats)
+        whole = forward(model, x)[0].softmax(0)  # C×H×W
 
         rng = np.random.default_rng(0)
         ys, xs = rng.integers(0, n, args.samples), rng.integers(0, n, args.samples)
         half = args.patch // 2
-        padded = F.pad(x, (half, half, half, half))  # zeros = the mean colour after normalising
+        padded = _pad_with_mean(model, x, half)  # the colour the network sees as zero
         patches = torch.cat([padded[..., y : y + args.patch, x_ : x_ + args.patch]
                              for y, x_ in zip(ys, xs, strict=True)])  # fmt: skip
         probs, batch_ms = [], []
         for i in range(0, args.samples, args.batch):
             chunk = patches[i : i + args.batch]
-            times = time_ms(lambda c=chunk: model(c), repeats=args.repeats, warmup=int(i == 0))
+            times = time_ms(lambda c=chunk: forward(model, c), repeats=args.repeats,
+                            warmup=int(i == 0))  # fmt: skip
             batch_ms.append(median(times) / len(chunk))
-            probs.append(model(chunk)[:, :, half, half].softmax(1))
+            probs.append(forward(model, chunk)[:, :, half, half].softmax(1))
         patch_probs = torch.cat(probs)  # samples × C
     per_patch_ms = median(batch_ms)
     patch_total_s = per_patch_ms * n * n / 1e3
