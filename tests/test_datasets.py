@@ -19,7 +19,7 @@ from fcnseg.data.base import IGNORE_INDEX, DataError
 from fcnseg.data.datasets.ade20k import ADE20K
 from fcnseg.data.datasets.camvid import CamVid
 from fcnseg.data.datasets.cityscapes import Cityscapes
-from fcnseg.data.datasets.folder import FolderPairs, available_meta, load_meta
+from fcnseg.data.datasets.folder import FolderPairs, available_meta, kfold_indices, load_meta
 from fcnseg.data.datasets.sbd import SBDSegmentation, VOCPlusSBD, _field, read_sbd_mat
 from fcnseg.data.datasets.voc import VOCSegmentation
 from fcnseg.data.io import LabelMap, check_pair, colors_to_indices, read_image, read_mask
@@ -304,6 +304,52 @@ def test_folder_pairs_options(tmp_path: Path) -> None:
     assert {"horse", "isbi2012"} <= set(available_meta())
     isbi = load_meta("isbi2012")
     assert isbi.mask_values == {0: 0, 255: 1} and (isbi.images, isbi.masks) == ("image", "label")
+
+
+@pytest.mark.parametrize("seed", [None, 3])
+def test_folder_pairs_folds(tmp_path: Path, seed: int | None) -> None:
+    """k-fold splits: the val folds are disjoint and cover every sample, train is the rest, and
+    the val of fold k is the k-th block of the (natural or seeded-permuted) order."""
+    stems = [f"s{i}" for i in range(11)]  # natural order s0, s1, ..., s10
+    root = make_folder(tmp_path, stems)
+    options = {"meta": TWO_CLASSES, "folds": 4, "fold_seed": seed}
+    order = list(range(11)) if seed is None else np.random.default_rng(seed).permutation(11)
+    blocks = [sorted(int(i) for i in b) for b in np.array_split(order, 4)]  # sizes 3, 3, 3, 2
+    seen: list[str] = []
+    for k in range(4):
+        val = FolderPairs(root, "val", fold=k, **options)
+        train = FolderPairs(root, "train", fold=k, **options)
+        val_ids = [val.name(i) for i in range(len(val))]
+        train_ids = [train.name(i) for i in range(len(train))]
+        assert val_ids == [f"s{i}" for i in blocks[k]]
+        assert sorted(train_ids + val_ids) == sorted(stems) and not set(train_ids) & set(val_ids)
+        assert kfold_indices(11, 4, k, seed) == (
+            [i for i in range(11) if i not in blocks[k]],
+            blocks[k],
+        )
+        seen += val_ids
+    assert sorted(seen) == sorted(stems)  # disjoint val folds covering every sample
+    if seed is None:
+        assert blocks == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10]]  # contiguous blocks
+    assert len(FolderPairs(root, "all", fold=1, **options)) == 11  # "all" ignores folds
+    with pytest.raises(DataError, match="holdout and folds"):
+        FolderPairs(root, "val", holdout=5, **options)
+    with pytest.raises(DataError, match=r"fold must be in 0\.\.3, got 4"):
+        FolderPairs(root, "val", fold=4, **options)
+    with pytest.raises(DataError, match="folds must be between 2 and the 11 samples"):
+        FolderPairs(root, "val", meta=TWO_CLASSES, folds=12)
+
+
+def test_shipped_cv_configs_split_isbi_by_blocks(shared_path: SharedPath) -> None:
+    """The benchmark configs' folds: ISBI slices 6k..6k+5 held out in fold k."""
+    from fcnseg.config import load_config
+
+    root = shared_path("data", "isbi2012-em")
+    cfg = load_config("unet_isbi2012-cv", [f"data.root={root}", "data.options.fold=2"])
+    val = build_dataset(cfg.data.dataset, cfg.data.root, cfg.data.val_split, **cfg.data.options)
+    train = build_dataset(cfg.data.dataset, cfg.data.root, "train", **cfg.data.options)
+    assert [val.name(i) for i in range(len(val))] == [str(i) for i in range(12, 18)]
+    assert len(train) == 24
 
 
 def test_datasets_pickle_for_worker_processes(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ __all__ = [
     "Sample",
     "available_meta",
     "check_samples",
+    "kfold_indices",
     "load_meta",
     "natural_key",
     "pair_by_stem",
@@ -190,6 +191,28 @@ class PairedFileDataset(SegmentationDataset):
         return f"{type(self).__name__}({len(self)} samples, {self.num_classes} classes)"
 
 
+def kfold_indices(
+    n: int, folds: int, fold: int, seed: int | None = None
+) -> tuple[list[int], list[int]]:
+    """``(train, val)`` indices of fold ``fold`` of ``folds``-fold cross-validation over ``n``
+    samples: the samples (in order, or in a permutation seeded with ``seed``) are cut into
+    ``folds`` contiguous blocks (``numpy.array_split``: the first ``n % folds`` one longer);
+    block ``fold`` is ``val``, the others ``train``. Both lists are sorted.
+
+    Contiguous blocks in order suit data whose neighbours look alike (EM slices): a block keeps
+    them on one side. A seed shuffles first (independent images)."""
+    import numpy as np
+
+    if folds < 2 or folds > n:
+        raise DataError(f"folds must be between 2 and the {n} samples, got {folds}")
+    if not 0 <= fold < folds:
+        raise DataError(f"fold must be in 0..{folds - 1}, got {fold}")
+    order = np.arange(n) if seed is None else np.random.default_rng(seed).permutation(n)
+    val = sorted(np.array_split(order, folds)[fold].tolist())
+    held = set(val)
+    return [i for i in range(n) if i not in held], val
+
+
 # --- FolderPairs and its YAML metadata ----------------------------------------------------
 
 _META_KEYS = {"classes", "palette", "ignore_index", "mask_values", "images", "masks"}
@@ -332,8 +355,13 @@ class FolderPairs(PairedFileDataset):
         list_file: PathLike | None = None,
         mask_values: Mapping[int, int] | None = None,
         holdout: int = 0,
+        folds: int = 0,
+        fold: int = 0,
+        fold_seed: int | None = None,
     ) -> None:
         root = require_root(root, "FolderPairs")
+        if holdout > 0 and folds > 0:
+            raise DataError("FolderPairs: holdout and folds are two ways to split; pass one")
         if meta is None:
             raise DataError(
                 "FolderPairs needs meta=: a shipped name "
@@ -362,12 +390,15 @@ class FolderPairs(PairedFileDataset):
         self.split = split
         self.image_dir = root / (images or info.images or "images")
         self.mask_dir = root / (masks or info.masks or "masks")
-        interleaved = holdout > 0 and list_file is None and split in ("train", "val")
-        list_path = None if interleaved else self._list_path(root, split, list_file)
+        generated = (holdout > 0 or folds > 0) and list_file is None and split in ("train", "val")
+        list_path = None if generated else self._list_path(root, split, list_file)
         ids = None if list_path is None else read_id_list(list_path)
         samples = pair_by_stem(self.image_dir, self.mask_dir, ids=ids, source=list_path)
-        if interleaved:
+        if generated and holdout > 0:
             samples = [s for i, s in enumerate(samples) if (i % holdout == 0) == (split == "val")]
+        elif generated:
+            train, val = kfold_indices(len(samples), folds, fold, fold_seed)
+            samples = [samples[i] for i in (val if split == "val" else train)]
         super().__init__(samples, transforms)
 
     @staticmethod
