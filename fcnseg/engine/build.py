@@ -247,7 +247,14 @@ def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.Optimizer:
     """SGD with momentum (the paper's) or Adam, over :func:`param_groups`."""
     groups = param_groups(model, cfg)
     if cfg.train.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=cfg.train.lr)
+        # The fused kernel: one pass over all tensors (several times faster than the per-tensor
+        # loop on CPU for VGG16's 134M parameters); same update up to float rounding.
+        fused = all(
+            p.is_floating_point() and p.device.type in ("cpu", "cuda")
+            for g in groups
+            for p in g["params"]
+        )
+        return torch.optim.Adam(groups, lr=cfg.train.lr, fused=fused)
     return torch.optim.SGD(groups, lr=cfg.train.lr, momentum=cfg.train.momentum)
 
 
