@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fcnseg.data.base import IGNORE_INDEX, DataError, Transform
-from fcnseg.data.datasets.folder import PairedFileDataset, pair_by_stem, require_root
+from fcnseg.data.datasets.pairs import PairedFileDataset, pair_by_stem, require_root
 from fcnseg.data.io import LabelMap, PathLike
 from fcnseg.data.palettes import CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_VOID
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fcnseg.data.base import DataError, Transform
-from fcnseg.data.datasets.folder import PairedFileDataset, Sample, natural_key, require_root
+from fcnseg.data.datasets.pairs import PairedFileDataset, Sample, natural_key, require_root
 from fcnseg.data.io import LabelMap, PathLike, format_values
 from fcnseg.data.palettes import CITYSCAPES_CLASSES, CITYSCAPES_ID_TO_TRAINID, CITYSCAPES_PALETTE
 

@@ -18,7 +18,7 @@ import scipy.io
 import torch
 
 from fcnseg.data.base import DataError, Transform
-from fcnseg.data.datasets.folder import PairedFileDataset, Sample, check_samples, require_root
+from fcnseg.data.datasets.pairs import PairedFileDataset, Sample, check_samples, require_root
 from fcnseg.data.io import PathLike, format_values, read_id_list
 from fcnseg.data.palettes import VOC_CLASSES, VOC_PALETTE
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fcnseg.data.base import DataError, Transform
-from fcnseg.data.datasets.folder import PairedFileDataset, Sample, check_samples, require_root
+from fcnseg.data.datasets.pairs import PairedFileDataset, Sample, check_samples, require_root
 from fcnseg.data.io import PathLike, read_id_list
 from fcnseg.data.palettes import VOC_CLASSES, VOC_PALETTE
 
