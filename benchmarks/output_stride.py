@@ -1,12 +1,14 @@
-"""What the upsampling schedule costs before any learning: the best segmentation a network can
-give when it predicts at output stride s and upsamples once, bilinearly, to the image.
+"""What the upsampling schedule costs before any learning: the segmentation given by the ground
+truth itself at output stride s, upsampled once, bilinearly, to the image.
 
 FCN-32s/16s/8s score the image at stride 32/16/8 and end with one bilinear ×32/×16/×8
 upsampling; U-Net upsamples ×2 per stage with convolutions after each and predicts at stride
 1. Here the "prediction" at stride s is the ground truth itself, averaged over each s×s cell
-(the ideal class scores at that stride), then bilinearly upsampled ×s and argmaxed: a ceiling
-no stride-s network with a fixed final interpolation can beat. Thin structures (ISBI cell
-membranes, a few pixels wide) lose most; blobs (horses) little. Run:
+(natural class scores at that stride), then bilinearly upsampled ×s and argmaxed. This is not a
+bound over every score map: scores peaking at a knot of the upsampler (coarse cell i lands
+between output pixels s·i + s/2 − 1 and s·i + s/2) draw a line 1 px wide there, though nowhere
+else (``tests/test_output_stride.py``). Thin structures (ISBI cell membranes, a few pixels wide)
+lose most; blobs (horses) little. Run:
 
     .venv/bin/python benchmarks/output_stride.py   # → docs/benchmarks/output_stride.{json,md,png}
 """
@@ -62,7 +64,7 @@ def main() -> None:
             print(f"{dataset} stride {stride:2d}: mean IU {m['mean_iu']:.4f}")
     result = {"command": command(), "machine": machine(), "rows": rows}
     md = [
-        "# Output stride ceiling: ground truth at stride s, upsampled bilinearly",
+        "# Output stride: ground truth averaged to stride s, upsampled bilinearly",
         "",
         f"Command: `{result['command']}`",
         "",

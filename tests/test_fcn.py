@@ -266,11 +266,65 @@ def _count(model: nn.Module) -> tuple[int, int]:
     return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
 
 
+def _conv(c_in: int, c_out: int, k: int, *, bias: bool = True) -> int:
+    """Parameters of a k×k convolution c_in → c_out: c_out·c_in·k² weights (+ c_out biases)."""
+    return c_out * c_in * k * k + (c_out if bias else 0)
+
+
+# FCN-8s/VGG16, 21 classes, derived layer by layer from the architecture.
+C = 21
+VGG16_CONVS = [  # (c_in, c_out) of the thirteen 3×3 convolutions, stage by stage
+    (3, 64), (64, 64),                    # conv1_1, conv1_2        1,792 + 36,928
+    (64, 128), (128, 128),                # conv2_1, conv2_2       73,856 + 147,584
+    (128, 256), (256, 256), (256, 256),   # conv3_1..3            295,168 + 2 × 590,080
+    (256, 512), (512, 512), (512, 512),   # conv4_1..3          1,180,160 + 2 × 2,359,808
+    (512, 512), (512, 512), (512, 512),   # conv5_1..3          3 × 2,359,808
+]  # fmt: skip
+VGG16_CONV_PARAMS = sum(_conv(i, o, 3) for i, o in VGG16_CONVS)  # 14,714,688
+FC6 = _conv(512, 4096, 7)  # fc6 as a 7×7 convolution: 102,760,448 + 4,096 = 102,764,544
+FC7 = _conv(4096, 4096, 1)  # fc7 as a 1×1 convolution: 16,777,216 + 4,096 = 16,781,312
+SCORE_FR = _conv(4096, C, 1)  # 86,016 + 21 = 86,037
+SCORE_POOL4 = _conv(512, C, 1)  # 10,752 + 21 = 10,773
+SCORE_POOL3 = _conv(256, C, 1)  # 5,376 + 21 = 5,397
+# Upsamplers are per-class (grouped) bilinear transposed convolutions without bias: C·k²
+# weights, not the reference's C²·k² (mostly zero). upscore2 and upscore_pool4 (×2, k = 4) are
+# learnable; the final ×8 upscore (k = 16) is a frozen parameter (requires_grad=False).
+UPSCORE2 = UPSCORE_POOL4 = C * 4 * 4  # 336 each
+UPSCORE8 = C * 16 * 16  # 5,376, frozen
+TRAINABLE = (
+    VGG16_CONV_PARAMS + FC6 + FC7 + SCORE_FR + SCORE_POOL4 + SCORE_POOL3 + UPSCORE2 + UPSCORE_POOL4
+)  # 134,363,423
+TOTAL = TRAINABLE + UPSCORE8  # 134,368,799
+
+
 def test_parameter_count_fcn8s_vgg16(vgg_fcn8s: FCN) -> None:
-    """FCN-8s on VGG16 with 21 classes has ≈134M parameters (the paper's size)."""
+    """FCN-8s on VGG16 with 21 classes has 134,368,799 parameters (≈134M, the paper's size),
+    each layer's share derived from the architecture above."""
+    assert VGG16_CONV_PARAMS == 14_714_688 and FC6 == 102_764_544 and FC7 == 16_781_312
+    assert (TRAINABLE, TOTAL) == (134_363_423, 134_368_799)
     total, trainable = _count(vgg_fcn8s)
     print(f"\nfcn8s/vgg16, 21 classes: {total:,} parameters ({trainable:,} trainable)")
-    assert 133_500_000 <= total <= 135_000_000
+    assert (total, trainable) == (TOTAL, TRAINABLE)
+    # ...and layer by layer: each named tensor group holds exactly its derived share.
+    groups: dict[str, int] = {}
+    for name, p in vgg_fcn8s.named_parameters():
+        stage = name.split(".")[2] if name.startswith("backbone.") else name.rsplit(".", 1)[0]
+        key = "conv" if stage.startswith("pool") else stage
+        groups[key] = groups.get(key, 0) + p.numel()
+    assert groups == {
+        "conv": VGG16_CONV_PARAMS,
+        "fc6": FC6,
+        "fc7": FC7,
+        "score_fr": SCORE_FR,
+        "scorers.score_pool4": SCORE_POOL4,
+        "scorers.score_pool3": SCORE_POOL3,
+        "upsamplers.upscore2": UPSCORE2,
+        "upsamplers.upscore_pool4": UPSCORE_POOL4,
+        "upscore": UPSCORE8,
+    }
+    frozen = [n for n, p in vgg_fcn8s.named_parameters() if not p.requires_grad]
+    assert frozen == ["upscore.weight"]
+    assert not [n for n, _ in vgg_fcn8s.named_buffers() if "upscore" in n]
     # The meta-device construction used for the table below counts the same.
     with torch.device("meta"):
         meta = fcn8s(backbone="vgg16", num_classes=21)
@@ -294,7 +348,7 @@ def test_parameter_count_table() -> None:
         t32, t16, t8 = (counts[backbone, n][1] for n in BUILDERS)
         # Each skip adds a 1×1 scorer and a learnable 2× upsampler: trainable counts grow.
         assert t32 < t16 < t8
-    assert counts["vgg16", "fcn8s"] == (134_368_799, 134_363_423)
+    assert counts["vgg16", "fcn8s"] == (TOTAL, TRAINABLE)  # derived above
 
 
 # --------------------------------------------------------------------------------------------

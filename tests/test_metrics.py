@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import math
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 import torch
@@ -209,15 +211,45 @@ def test_all_reduce_is_noop_without_process_group():
     assert cm.matrix.tolist() == BASIC
 
 
-@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
-def test_all_reduce_sums_in_a_process_group(tmp_path):
-    dist.init_process_group(
-        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
-    )
+# Rank 1's counts: every cell differs from BASIC's, so neither rank's own matrix, nor an
+# element-wise max or min, equals the sum.
+OTHER = [
+    [1, 4, 2],
+    [0, 2, 3],
+    [5, 0, 1],
+]
+
+
+def _all_reduce_rank(rank: int, store: str, out: str) -> None:
+    """One of two gloo processes: count its own pixels, all-reduce, write what it holds."""
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
         cm = ConfusionMatrix(3)
-        cm.update(*pixels_from_matrix(BASIC))
-        cm.all_reduce()
-        assert cm.matrix.tolist() == BASIC  # world size 1: the sum is itself
+        cm.update(*pixels_from_matrix([BASIC, OTHER][rank], seed=rank))
+        before = cm.matrix.tolist()
+        assert cm.all_reduce() is cm
+        Path(out, f"rank{rank}.json").write_text(
+            json.dumps({"before": before, "after": cm.matrix.tolist()})
+        )
     finally:
         dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
+def test_all_reduce_sums_in_a_process_group(tmp_path):
+    """Two gloo ranks count different pixels; after all_reduce each holds the sum."""
+    # fork (well under a second) where there is one; spawn re-imports torch in each rank.
+    fork = "fork" in torch.multiprocessing.get_all_start_methods()
+    torch.multiprocessing.start_processes(
+        _all_reduce_rank,
+        args=(str(tmp_path / "store"), str(tmp_path)),
+        nprocs=2,
+        join=True,
+        start_method="fork" if fork else "spawn",
+    )
+    total = [
+        [a + b for a, b in zip(r0, r1, strict=True)] for r0, r1 in zip(BASIC, OTHER, strict=True)
+    ]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["before"] for r in ranks] == [BASIC, OTHER]
+    assert [r["after"] for r in ranks] == [total, total]

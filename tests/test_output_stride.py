@@ -1,5 +1,6 @@
-"""The output-stride ceiling of ``benchmarks/output_stride.py`` (used in docs/fcn-vs-unet.md):
-exact on masks a stride-s prediction can represent, lossy on thin structures."""
+"""The output-stride construction of ``benchmarks/output_stride.py`` (used in docs/fcn-vs-unet.md):
+exact on masks a stride-s prediction can represent, lossy on thin structures; and what a
+stride-8 output with a ×8 bilinear upsampler can still draw (a 1-px line next to a knot)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from output_stride import IGNORE, stride_ceiling
@@ -40,3 +42,32 @@ def test_ignored_pixels_vote_for_no_class() -> None:
     out = stride_ceiling(mask, 8, 2)
     assert out.shape == mask.shape
     assert int(out.unique().numel()) == 1 and int(out[0, 0]) == 1  # 4 class-1 pixels beat 1
+
+
+def test_a_one_pixel_line_next_to_a_knot_can_be_drawn_at_stride_8() -> None:
+    """The loss above is that of cell-average scores, not of every score map: the ×8
+    bilinear upsampler puts coarse cell i exactly at output coordinate 8i + 3.5 (its knot), and
+    scores peaking there, with unequal neighbours, give a line one pixel wide at 8i + 3."""
+    coarse = torch.full((8,), -20.0)
+    coarse[2], coarse[3] = -10.0, 1.0  # membrane-minus-cell score per coarse column
+    scores = torch.stack([torch.zeros(8, 8), coarse.expand(8, 8)])[None]  # classes: cell, membrane
+    fine = F.interpolate(scores, scale_factor=8, mode="bilinear", align_corners=False)[0]
+    line = torch.zeros(64, 64, dtype=torch.long)
+    line[:, 27] = 1  # 27 = 8·3 + 3, next to the knot of coarse column 3
+    assert torch.equal(fine.argmax(0), line)
+
+
+def test_one_pixel_runs_at_stride_8_lie_only_next_to_a_knot() -> None:
+    """Between knots the upsampled score is linear, so where it is positive is an interval
+    reaching a knot: a positive run one pixel wide can only sit at 8i + 3 or 8i + 4. Checked
+    over random coarse scores of widely varying scales (it happens there, 143 times)."""
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.randn(4000, 1, 1, 6, generator=g) * torch.exp(
+        2 * torch.randn(4000, 1, 1, 6, generator=g)
+    )
+    fine = F.interpolate(coarse, scale_factor=8, mode="bilinear", align_corners=False)[:, 0, 0] > 0
+    offsets = []
+    for row in fine.tolist():
+        starts = [j for j in range(len(row)) if row[j] and (j == 0 or not row[j - 1])]
+        offsets += [j % 8 for j in starts if j + 1 == len(row) or not row[j + 1]]
+    assert len(offsets) > 100 and set(offsets) == {3, 4}

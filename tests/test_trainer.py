@@ -190,7 +190,7 @@ def test_channels_last_and_sum_loss_train(tmp_path: Path) -> None:
         "train.loss_reduction=sum",
         "train.optimizer=sgd",
         "train.momentum=0",
-        "train.lr=1.0e-5",
+        "train.lr=1.0e-3",
     ]
     x = torch.rand(2, 3, 48, 64, generator=torch.Generator().manual_seed(1))
     runs = {}
@@ -226,5 +226,5 @@ def test_channels_last_and_sum_loss_train(tmp_path: Path) -> None:
     for k in da:
         step = float(da[k].abs().max())
         torch.testing.assert_close(
-            db[k], da[k], rtol=0, atol=1e-3 * step + 1e-12, msg=lambda m, k=k: f"{k}: {m}"
+            db[k], da[k], rtol=0, atol=1e-4 * step + 1e-12, msg=lambda m, k=k: f"{k}: {m}"
         )
