@@ -24,9 +24,11 @@ balanced classes + w0 = 10, sigma = 5 px border term) and ``elastic+wmap``.
 Folds (``data.options.folds/fold`` of the folder dataset): ISBI by slice index in contiguous
 blocks (neighbouring slices are alike; a block keeps them on one side), Horse by a permutation
 seeded with ``--seed``. Every run: Adam, ``train.iterations`` steps of ``data.batch_size``
-random ``data.crop_size`` tiles, then whole-image evaluation of the held-out fold. Metrics:
-pixel error (1 − pixel accuracy, as the ISBI challenge), foreground IoU (class 1: cell / horse),
-mean IU; mean ± std over folds, and wall time per run.
+random ``data.crop_size`` output tiles (the valid U-Nets': each input tile carries the context,
+cut from the image and mirrored only beyond its border, ``UNet.training_context``), then
+whole-image evaluation of the held-out fold. Metrics: pixel error (1 − pixel accuracy, as the
+ISBI challenge), foreground IoU (class 1: cell / horse), mean IU; mean ± std over folds, and
+wall time per run.
 """
 
 from __future__ import annotations

@@ -31,16 +31,19 @@ def forward(
     *,
     channels_last: bool = False,
     amp: str | None = None,
+    valid: bool = False,
 ) -> torch.Tensor:
     """Logits of ``images`` (B×3×H×W, uint8 or float in [0, 1], on the model's device).
 
     ``model`` may be wrapped (``DistributedDataParallel``): its ``module`` supplies the
     preprocessing, the wrapper runs the forward pass. Returns whatever dtype autocast gives;
-    callers that need float32 call ``.float()``.
+    callers that need float32 call ``.float()``. ``valid=True`` calls ``model(x, valid=True)``:
+    the bare network on tiles that carry the context of
+    :meth:`~fcnseg.models.SegmentationModel.training_context`.
     """
     net = getattr(model, "module", model)
     x = net.preprocess(images)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     with autocast(x.device, amp):
-        return model(x)
+        return model(x, valid=True) if valid else model(x)

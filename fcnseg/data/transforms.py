@@ -19,8 +19,11 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from fcnseg.data.base import IGNORE_INDEX
+from fcnseg.data.context_crop import ContextCrop
+from fcnseg.models.base import Margins
 
 __all__ = [
+    "ContextCrop",
     "ElasticDeform",
     "PadCollate",
     "RandomScale",
@@ -237,9 +240,10 @@ def train_transforms(
     ignore_index: int = IGNORE_INDEX,
     elastic_sigma: float = 0.0,
     elastic_grid: int = 3,
+    context: Margins | None = None,
 ) -> SegmentationTransforms:
     """Training augmentation: jitter, random scale, elastic deformation, random crop (padding
-    if needed), flip.
+    if needed), flip; with ``context``: flip, then :class:`ContextCrop`.
 
     Args:
         crop_size: ``(height, width)`` of the output, or ``None`` for no crop (variable sizes;
@@ -256,6 +260,10 @@ def train_transforms(
             10) on an ``elastic_grid``² grid; 0 switches it off. It runs before the crop, so
             crops keep the real image around them; pixels pulled from outside the image get
             ``fill`` / ``ignore_index``.
+        context: ``((top, bottom), (left, right))`` margins of image around each crop (needs
+            ``crop_size``), cut from the image and mirrored only beyond its border
+            (:class:`ContextCrop`; the model's ``training_context``). The flip then comes
+            before the crop, since the margins need not be symmetric.
 
     Jitter runs first, not last: applied after padding it would recolour the ``fill`` border
     (brightness scales it) and contrast would average over padding.
@@ -272,6 +280,12 @@ def train_transforms(
     if elastic_sigma > 0:
         fills = {tv_tensors.Image: tuple(int(c) for c in fill), tv_tensors.Mask: ignore_index}
         ops.append(ElasticDeform(elastic_sigma, elastic_grid, fill=fills))
+    flip = [v2.RandomHorizontalFlip(p=0.5)] if hflip else []
+    if context is not None:
+        if crop_size is None:
+            raise ValueError("a training context needs a crop_size")
+        ops += [*flip, ContextCrop(tuple(crop_size), context, ignore_index=ignore_index)]
+        return SegmentationTransforms(ops, quantise_float=True)
     if crop_size is not None:
         ops.append(
             v2.RandomCrop(
@@ -280,8 +294,7 @@ def train_transforms(
                 fill={tv_tensors.Image: tuple(int(c) for c in fill), tv_tensors.Mask: ignore_index},
             )
         )
-    if hflip:
-        ops.append(v2.RandomHorizontalFlip(p=0.5))
+    ops += flip
     return SegmentationTransforms(ops, quantise_float=True)
 
 
@@ -316,6 +329,8 @@ class PadCollate:
     Images (float C×H×W in [0, 1]; uint8 is scaled) are padded with ``fill`` (RGB in [0, 1]),
     masks with ``ignore_index``. Returns ``(N×C×H×W float32, N×H×W int64)`` plain tensors.
     ``(image, mask, weights)`` triples also give ``N×H×W float32`` weights, padded with 0.
+    Images may exceed their masks by a margin (:class:`ContextCrop`'s context) that is the
+    same for the whole batch: they are padded to the largest mask plus that margin.
     """
 
     def __init__(
@@ -345,19 +360,23 @@ class PadCollate:
         height = max(m.shape[-2] for m in masks)
         width = max(m.shape[-1] for m in masks)
         channels = images[0].shape[0]
+        # The batch's context margin (0 without context): the first sample's.
+        dy = max(0, images[0].shape[-2] - masks[0].shape[-2])
+        dx = max(0, images[0].shape[-1] - masks[0].shape[-1])
         if len(self.fill) != channels:
             raise ValueError(f"fill has {len(self.fill)} values for {channels}-channel images")
-        out_images = torch.empty(len(batch), channels, height, width, dtype=torch.float32)
+        shape = (len(batch), channels, height + dy, width + dx)
+        out_images = torch.empty(shape, dtype=torch.float32)
         out_images.copy_(torch.tensor(self.fill).view(1, channels, 1, 1).expand_as(out_images))
         out_masks = torch.full((len(batch), height, width), self.ignore_index, dtype=torch.int64)
         for i, (image, mask) in enumerate(zip(images, masks, strict=True)):
             h, w = mask.shape[-2:]
-            if tuple(image.shape) != (channels, h, w):
+            if tuple(image.shape) != (channels, h + dy, w + dx):
                 raise ValueError(
                     f"sample {i}: image {tuple(image.shape)} does not match "
-                    f"mask {tuple(mask.shape)}"
+                    f"mask {tuple(mask.shape)} (plus the batch's context margin {(dy, dx)})"
                 )
-            out_images[i, :, :h, :w] = image
+            out_images[i, :, : h + dy, : w + dx] = image
             out_masks[i, :h, :w] = mask
         return out_images, out_masks
 

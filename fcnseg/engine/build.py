@@ -22,6 +22,7 @@ from fcnseg.data.transforms import PadCollate, eval_transforms, train_transforms
 from fcnseg.engine.loaders import Resized, SampleStream, SeededSamples, ShardSampler, make_loader
 from fcnseg.losses import SegmentationLoss, median_frequency_weights
 from fcnseg.models import build_model, spec_differences
+from fcnseg.models.base import Margins
 
 __all__ = [
     "build_criterion",
@@ -35,6 +36,7 @@ __all__ = [
     "prepare_train_set",
     "resident_train_data",
     "train_batches",
+    "train_context",
     "val_loader",
 ]
 
@@ -62,10 +64,29 @@ def dataset_for_eval(cfg: Config, split: str) -> SegmentationDataset:
     return dataset
 
 
+def train_context(cfg: Config, model: nn.Module) -> Margins | None:
+    """The input margins ``model`` wants around each ``data.crop_size`` training crop (its
+    ``training_context``: a valid U-Net's context); ``None`` without a crop or a want."""
+    crop = cfg.data.crop_size
+    context = model.training_context(*crop) if crop else None
+    if context is not None and cfg.data.resident:
+        raise ValueError(
+            "data.resident does not support a model that trains on crops with context from the "
+            f"image ({type(model).__name__}, margins {context}): set data.resident=false"
+        )
+    return context
+
+
 def prepare_train_set(
-    cfg: Config, dataset: SegmentationDataset, fill: tuple[int, int, int], run_dir: Any
+    cfg: Config,
+    dataset: SegmentationDataset,
+    fill: tuple[int, int, int],
+    run_dir: Any,
+    *,
+    context: Margins | None = None,
 ) -> SegmentationDataset:
-    """Give the training set its augmentation (and U-Net weight maps, if configured)."""
+    """Give the training set its augmentation (and U-Net weight maps, if configured); with
+    ``context`` (:func:`train_context`), images carry those margins around each crop."""
     d = cfg.data
     augment = train_transforms(
         crop_size=tuple(d.crop_size) if d.crop_size else None,
@@ -76,6 +97,7 @@ def prepare_train_set(
         ignore_index=dataset.ignore_index,
         elastic_sigma=d.elastic_sigma,
         elastic_grid=d.elastic_grid,
+        context=context,
     )
     dataset.transforms = Resized(d.resize, augment) if d.resize else augment
     if not cfg.train.weight_map:

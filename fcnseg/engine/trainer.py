@@ -90,12 +90,17 @@ class Trainer:
         self.net = build.build_train_model(cfg, self.num_classes)
         fill = fill_from_preprocess(self.net.preprocess)
         self.collate = PadCollate(ignore_index=self.ignore_index, fill=tuple(c / 255 for c in fill))
+        #: Margins of image around each training crop (``None``: the crop alone); see
+        #: :meth:`fcnseg.models.SegmentationModel.training_context`.
+        self.train_context = build.train_context(cfg, self.net)
         self.resident = None
         if d.resident:
             self.resident = build.resident_train_data(cfg, train_set, self.device, progress)
             self.train_data: Any = self.resident
         else:
-            self.train_data = build.prepare_train_set(cfg, train_set, fill, self.run_dir)
+            self.train_data = build.prepare_train_set(
+                cfg, train_set, fill, self.run_dir, context=self.train_context
+            )
         weights = build.class_weights(cfg, train_set, self.resident, self.num_classes)
         self.model = self._place(self.net)
         self.criterion = build.build_criterion(cfg, self.ignore_index, weights).to(self.device)
@@ -258,7 +263,10 @@ class Trainer:
         masks = masks.to(self.device, non_blocking=True)
         if weights is not None:
             weights = weights.to(self.device, non_blocking=True)
-        logits = forward(self.model, images, channels_last=t.channels_last, amp=t.amp)
+        valid = self.train_context is not None  # the images carry the crops' context
+        logits = forward(self.model, images, channels_last=t.channels_last, amp=t.amp, valid=valid)
+        if valid:  # output pixel i is mask pixel i; a valid network may overrun the crop
+            logits = logits[..., : masks.shape[-2], : masks.shape[-1]]
         loss = self.criterion(logits.float(), masks, weight_map=weights) / t.iter_size
         self.scaler.scale(loss).backward()
         return loss.detach()

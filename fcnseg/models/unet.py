@@ -12,7 +12,8 @@ than the input: 572×572 → 388×388 at depth 4. All sizes, offsets and crops c
 ``output_size`` read the network directly). :meth:`UNet.forward` returns an output of the
 input's size, as every fcnseg model does (trainer, evaluation and the tiled ``Predictor`` rely
 on it): it extrapolates the missing context by mirroring the image, as the paper's overlap-tile
-strategy does at the image border. :meth:`UNet.forward_valid` is the bare network.
+strategy does at the image border. :meth:`UNet.forward_valid` is the bare network; training
+feeds it crops whose context is cut from the image (:meth:`UNet.training_context`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from fcnseg.models import geometry as G
-from fcnseg.models.base import SegmentationModel
+from fcnseg.models.base import Margins, SegmentationModel
 from fcnseg.models.registry import register_model
 from fcnseg.weights import Preprocess
 
@@ -110,9 +111,9 @@ class UNet(SegmentationModel):
 
     ``forward(x)``: normalised images N×C×H×W (see :attr:`preprocess`; C = ``in_channels``, or 3
     for a grey network: RGB is averaged to grey, exact for grey images stored as RGB) → logits
-    N×``num_classes``×H×W for any H, W ≥ 1. ``forward_valid(x)``: the bare network, output
-    ``output_size(H)`` × ``output_size(W)``, output pixel ``i`` centred on input pixel
-    ``i + context``.
+    N×``num_classes``×H×W for any H, W ≥ 1. ``forward_valid(x)`` (or ``forward(x,
+    valid=True)``): the bare network, output ``output_size(H)`` × ``output_size(W)``, output
+    pixel ``i`` centred on input pixel ``i + context``.
     """
 
     def __init__(
@@ -246,13 +247,24 @@ class UNet(SegmentationModel):
             x = level(x, skips.pop())
         return self.head(x)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, valid: bool = False) -> torch.Tensor:
         """Logits of the input's size: the image mirrored by the context the network needs (and
-        up to a size every pool divides evenly), then the output cropped back."""
+        up to a size every pool divides evenly), then the output cropped back. ``valid=True``:
+        :meth:`forward_valid` (a training tile that carries its context, see
+        :meth:`training_context`)."""
+        if valid:
+            return self.forward_valid(x)
         h, w = x.shape[-2], x.shape[-1]
         (top, bottom), (left, right) = self.same_size_padding(h), self.same_size_padding(w)
         out = self.forward_valid(mirror_pad(x, top, bottom, left, right))
         return out[..., :h, :w]
+
+    def training_context(self, height: int, width: int) -> Margins | None:
+        """A valid-convolution U-Net trains as the paper does: on output crops whose context
+        comes from the image, the margins :meth:`forward` would mirror (``None`` for "same")."""
+        if self.padding != "valid":
+            return None
+        return self.same_size_padding(height), self.same_size_padding(width)
 
     def tiler(self, tile: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
         """The paper's overlap-tile strategy (:func:`overlap_tile`) for a valid-convolution
