@@ -11,6 +11,7 @@ tests (``tests/test_synthetic.py`` checks what is rendered, not how fast).
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from common import OUT, command, machine, median, time_ms, write_results
@@ -31,6 +32,7 @@ def main() -> None:
         for i in range(len(ds)):
             ds.sample(i)
 
+    load_before = os.getloadavg()[0]
     times = time_ms(render_all, repeats=args.repeats, warmup=1)
     height, width = ds.sample(0)[1].shape
     result = {
@@ -43,13 +45,16 @@ def main() -> None:
         "ms_per_pass": times,
         "median_s": median(times) / 1e3,
         "median_ms_per_image": median(times) / len(ds),
+        # Other work on the machine slows the passes: the 1-minute load average, as read.
+        "load_average_1min": [load_before, os.getloadavg()[0]],
     }
     md = [
         "# Synthetic shapes: rendering speed (no cache)",
         "",
         f"Command: `{result['command']}`  ",
         f"Machine: {result['machine']['cpu']}; {result['machine']['threads']} threads; "
-        f"Python {result['machine']['python']}",
+        f"Python {result['machine']['python']}; 1-minute load average "
+        f"{result['load_average_1min'][0]:.2f} before, {result['load_average_1min'][1]:.2f} after",
         "",
         f"Rendering all {len(ds)} {args.split} images ({height}×{width}) from their seeds: "
         f"**{result['median_s']:.2f} s** median of {args.repeats} passes "
