@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from common import OUT, command, machine, pyplot, write_results
-from unet_vs_fcn import IGNORE, load_data, shared_dir
 
 from fcnseg.metrics import ConfusionMatrix
 
 STRIDES = (1, 2, 4, 8, 16, 32)
+IGNORE = 255  # the datasets' ignore label
 
 
 def stride_ceiling(mask: torch.Tensor, stride: int, num_classes: int) -> torch.Tensor:
@@ -46,6 +46,9 @@ def main() -> None:
     parser.add_argument("--horse-size", type=int, default=192, help="as in unet_vs_fcn.py")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    # The data loading of unet_vs_fcn.py (imported here only: the tests import this module).
+    from unet_vs_fcn import load_data, shared_dir
+
     shared = shared_dir(args.shared)
     rows = []
     for dataset, size in (("isbi", None), ("horse", args.horse_size)):
