@@ -108,3 +108,16 @@ def test_resident_refuses_per_sample_augmentation() -> None:
 
     with pytest.raises(ConfigError, match=r"data\.elastic_sigma is a per-sample augmentation"):
         load_config("fcn8s_resnet18_synthetic", ["data.resident=true", "data.elastic_sigma=5"])
+
+
+def test_resized_masks_match_the_resident_path() -> None:
+    """One resize rule for labels: the per-sample path (``Resized``, used for evaluation and
+    non-resident training) gives the masks the device-resident path decodes (nearest-exact)."""
+    from fcnseg.engine.loaders import Resized
+
+    dataset = build_dataset("synthetic", None, "val", num_images=3, size=(48, 64))
+    resident = ResidentData.from_dataset(dataset, size=(30, 38), progress=False)
+    dataset.transforms = Resized([30, 38])
+    for i in range(len(dataset)):
+        _, mask = dataset[i]
+        assert torch.equal(torch.as_tensor(mask).as_subclass(torch.Tensor), resident.masks[i])

@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from fcnseg.data.base import SegmentationDataset
@@ -90,15 +92,30 @@ class SeededSamples(Dataset):
 
 
 class Resized:
-    """Resize image (bilinear, antialiased) and mask (nearest) to ``size``, then ``then``."""
+    """Resize image (bilinear, antialiased) and mask (nearest-exact) to ``size``, then
+    ``then``."""
 
     def __init__(self, size: list[int] | tuple[int, int], then: Any = None) -> None:
-        self.resize = v2.Resize(tuple(size), antialias=True)
+        self.size = tuple(size)
+        self.resize = v2.Resize(self.size, antialias=True)
         self.then = then
 
     def __call__(self, image: Any, mask: Any, *extra: Any) -> Any:
-        out = self.resize(image, mask, *extra)  # extra: e.g. a weight map, resized like the mask
+        # Labels (and weight maps) by hand: v2.Resize always takes the legacy "nearest" for
+        # masks, while the device-resident path (fcnseg.data.resident) takes "nearest-exact";
+        # one rule for training and evaluation either way.
+        out = (self.resize(image), *(_nearest_exact(m, self.size) for m in (mask, *extra)))
         return self.then(*out) if self.then is not None else out
+
+
+def _nearest_exact(labels: Any, size: tuple[int, ...]) -> Any:
+    """``labels`` (H×W or 1×H×W, any dtype) resized by pixel-centre nearest neighbour, keeping
+    its type (e.g. ``tv_tensors.Mask``)."""
+    plain = torch.as_tensor(labels).as_subclass(torch.Tensor)
+    x = plain.reshape(1, 1, *plain.shape[-2:]).double()  # exact for any label value
+    out = F.interpolate(x, size=size, mode="nearest-exact").to(plain.dtype)
+    out = out.reshape(*plain.shape[:-2], *size)
+    return tv_tensors.wrap(out, like=labels) if isinstance(labels, tv_tensors.TVTensor) else out
 
 
 def make_loader(
