@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from common import OUT, command, machine, pyplot, write_results
+from common import OUT, command, machine, pyplot, shared_root, write_results
 
 from fcnseg.metrics import ConfusionMatrix
 
@@ -40,27 +41,43 @@ def stride_ceiling(mask: torch.Tensor, stride: int, num_classes: int) -> torch.T
     return fine[0, :, :h, :w].argmax(0)
 
 
+def _masks(shared: Path, dataset: str, size: int | None) -> tuple[list[torch.Tensor], Any]:
+    """Every mask of the whole data set (ISBI 2012 EM or Weizmann Horse, as the product reads
+    them), resized to size×size (nearest) when asked, as in unet_vs_fcn.py's Horse runs."""
+    from fcnseg.data.datasets.folder import FolderPairs
+
+    folder, meta = {"isbi": ("isbi2012-em", "isbi2012"), "horse": ("weizmann-horse", "horse")}[
+        dataset
+    ]
+    data = FolderPairs(shared / "data" / folder, "all", meta=meta)
+    masks = []
+    for i in range(len(data)):
+        mask = data.load(i)[1].as_subclass(torch.Tensor)
+        if size is not None and tuple(mask.shape[-2:]) != (size, size):
+            mask = F.interpolate(mask[None, None].float(), size=(size, size), mode="nearest-exact")
+            mask = mask[0, 0].long()
+        masks.append(mask)
+    return masks, data
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", help="shared data/weights folder (default $FCNSEG_SHARED)")
     parser.add_argument("--horse-size", type=int, default=192, help="as in unet_vs_fcn.py")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    # The data loading of unet_vs_fcn.py (imported here only: the tests import this module).
-    from unet_vs_fcn import load_data, shared_dir
-
-    shared = shared_dir(args.shared)
+    shared = shared_root(args.shared)
     rows = []
     for dataset, size in (("isbi", None), ("horse", args.horse_size)):
-        samples, data = load_data(shared, dataset, size, with_weights=False)
+        masks, data = _masks(shared, dataset, size)
         for stride in STRIDES:
             matrix = ConfusionMatrix(2, IGNORE)
-            for s in samples:
-                matrix.update(stride_ceiling(s.mask, stride, 2), s.mask)
+            for mask in masks:
+                matrix.update(stride_ceiling(mask, stride, 2), mask)
             m = matrix.compute()
             rows.append({
                 "dataset": dataset, "size": size or "native", "stride": stride,
-                "images": len(samples), "pixel_error": 1 - m["pixel_acc"],
+                "images": len(masks), "pixel_error": 1 - m["pixel_acc"],
                 "fg_iou": m["per_class_iu"][1], "bg_iou": m["per_class_iu"][0],
                 "mean_iu": m["mean_iu"], "classes": data.classes,
             })  # fmt: skip

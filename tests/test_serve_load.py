@@ -15,42 +15,13 @@ import numpy as np
 import torch
 from fastapi.testclient import TestClient
 from PIL import Image
-from torch import nn
+from serve_models import Gate, Pointwise
 
 from fcnseg.inference import Predictor
-from fcnseg.models import SegmentationModel
 from fcnseg.serve import ServeLimits, create_app
 
 PALETTE = [[0, 0, 0], [220, 20, 60], [30, 144, 255]]
 CLASSES = ["sky", "road", "car"]
-
-
-class Pointwise(SegmentationModel):
-    """Per-pixel classifier: each class wins somewhere in a random image."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        torch.manual_seed(0)
-        self.conv = nn.Conv2d(3, 3, 1)
-        self.preprocess = nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x) * 5
-
-
-class Gate(SegmentationModel):
-    """A model that blocks until released: holds the one inference slot."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.entered = threading.Event()
-        self.release = threading.Event()
-        self.preprocess = nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.entered.set()
-        assert self.release.wait(30)
-        return torch.zeros(x.shape[0], 2, *x.shape[-2:])
 
 
 def _png(array: np.ndarray) -> bytes:
