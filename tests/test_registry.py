@@ -122,7 +122,9 @@ def test_init_from_compares_the_spec(tmp_path: Path) -> None:
     parent = ckpt.load_checkpoint(tmp_path / "p32").state_dict
     assert torch.equal(t.net.score_fr.weight, parent["score_fr.weight"])
     wrong = load_config("fcn8s_resnet18_synthetic", [*child, "model.learnable_upsampling=false"])
-    with pytest.raises(ckpt.CheckpointError, match=r"learnable_upsampling: True vs False"):
+    with pytest.raises(
+        ckpt.CheckpointError, match=r"learnable_upsampling: checkpoint True, this run False"
+    ):
         Trainer(wrong, tmp_path / "c16b", progress=False)
 
 

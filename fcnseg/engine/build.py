@@ -206,12 +206,12 @@ def build_train_model(cfg: Config, num_classes: int) -> nn.Module:
     source = init.get("init_from")
     if source:
         parent = ckpt.load_checkpoint(source)
-        diffs = spec_differences(parent.model, spec, ignore=("name",))
+        labels = ("checkpoint", "this run")
+        diffs = spec_differences(parent.model, spec, ignore=("name",), labels=labels)
         if diffs:
             raise ckpt.CheckpointError(
                 f"model.init_from: {parent.path} does not match the configured model "
-                f"(checkpoint vs this run: {'; '.join(diffs)}); use a checkpoint of the same "
-                "model family and dataset"
+                f"({'; '.join(diffs)}); use a checkpoint of the same model family and dataset"
             )
         init["init_from"] = parent.path
         log.info("initialising from %s", parent.path)

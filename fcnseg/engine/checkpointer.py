@@ -130,11 +130,12 @@ class Checkpointer:
             ckpt.repair_resumable(self.dir, "last")
         barrier()
         loaded, state = ckpt.load_resumable(self.dir, "last")
-        diffs = spec_differences(loaded.model, self.meta["model_spec"])
+        labels = ("checkpoint", "this run")
+        diffs = spec_differences(loaded.model, self.meta["model_spec"], labels=labels)
         if diffs:
             raise ckpt.CheckpointError(
-                f"--resume: {loaded.path} does not match the configured model (checkpoint vs "
-                f"this run: {'; '.join(diffs)}); {hint}"
+                f"--resume: {loaded.path} does not match the configured model "
+                f"({'; '.join(diffs)}); {hint}"
             )
         try:
             net.load_state_dict({k: v.to(device) for k, v in loaded.state_dict.items()})

@@ -114,14 +114,26 @@ def model_spec(name: str, **arguments: Any) -> dict[str, Any]:
 
 
 def spec_differences(
-    a: Mapping[str, Any], b: Mapping[str, Any], *, ignore: tuple[str, ...] = ()
+    a: Mapping[str, Any],
+    b: Mapping[str, Any],
+    *,
+    ignore: tuple[str, ...] = (),
+    labels: tuple[str, str] = ("", ""),
 ) -> list[str]:
-    """``"field: a_value vs b_value"`` for every field of two specs that differs, comparing
+    """``"field: A a_value, B b_value"`` (``labels`` A, B; plain ``"field: a_value vs b_value"``
+    without) for every field of two specs that differs, comparing
     both with their builders' defaults filled in (older checkpoints may lack new fields); a
     field only one of the two models has is skipped (e.g. ``at_once`` of FCN-8s vs FCN-16s)."""
     full = [_complete(s) for s in (a, b)]
     keys = [k for k in full[0] if k in full[1] and k not in ignore]
-    return [f"{k}: {full[0][k]!r} vs {full[1][k]!r}" for k in keys if full[0][k] != full[1][k]]
+    la, lb = labels
+    return [
+        f"{k}: {la} {full[0][k]!r}, {lb} {full[1][k]!r}"
+        if la
+        else f"{k}: {full[0][k]!r} vs {full[1][k]!r}"
+        for k in keys
+        if full[0][k] != full[1][k]
+    ]
 
 
 def _complete(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -135,9 +147,11 @@ def _complete(spec: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def build_model(spec: Mapping[str, Any] | str, /, **arguments: Any) -> nn.Module:
+def build_model(spec: Mapping[str, Any] | str | None = None, /, **arguments: Any) -> nn.Module:
     """Build a registered model from a spec (``{"name": ..., field: value}``) or a name, with
-    further keyword arguments (e.g. ``backbone_weights=``)."""
+    further keyword arguments (e.g. ``backbone_weights=``); ``build_model(**spec)`` works too."""
+    if spec is None:
+        spec = {"name": arguments.pop("name")} if "name" in arguments else {}
     if isinstance(spec, str):
         spec = {"name": spec}
     spec = dict(spec)
