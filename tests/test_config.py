@@ -271,3 +271,16 @@ def test_config_every_shipped_config_resolves_by_name() -> None:
     for name, path in shipped_configs().items():
         assert resolve_config_path(name) == path
         assert resolve_config_path(f"{name}.yaml") == path
+
+
+def test_scientific_notation_is_a_number(tmp_path: Path) -> None:
+    """YAML 1.1 reads ``1e-4`` (no dot) as a string; configs and --set take it as the number."""
+    assert load_config("fcn8s_resnet18_synthetic", ["train.lr=1e-4"]).train.lr == 1e-4
+    f = tmp_path / "c.yaml"
+    f.write_text("base: fcn8s_resnet18_synthetic\ntrain: {lr: 5E-3, weight_decay: 2e-5}\n")
+    cfg = load_config(f)
+    assert cfg.train.lr == 5e-3 and cfg.train.weight_decay == 2e-5
+    with pytest.raises(ConfigError, match=r"train\.lr: expected a number, got 'fast'"):
+        load_config("fcn8s_resnet18_synthetic", ["train.lr=fast"])
+    with pytest.raises(ConfigError, match=r"train\.iterations: expected an integer"):
+        load_config("fcn8s_resnet18_synthetic", ["train.iterations=1e3"])
