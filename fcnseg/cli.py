@@ -114,7 +114,7 @@ def _train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    except (CheckpointError, DataError, FloatingPointError) as err:
+    except (CheckpointError, ConfigError, DataError, FloatingPointError) as err:
         raise SystemExit(f"fcnseg train: {err}") from err
     except OSError as err:
         raise SystemExit(
@@ -131,6 +131,7 @@ def _train(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from fcnseg.checkpoint import CheckpointError
     from fcnseg.config import ConfigError
+    from fcnseg.data.base import DataError
     from fcnseg.engine.evaluate import run_evaluation
 
     try:
@@ -145,7 +146,7 @@ def _eval(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             options=_inference_options(args),
         )
-    except (CheckpointError, ConfigError) as err:
+    except (CheckpointError, ConfigError, DataError) as err:
         raise SystemExit(f"fcnseg eval: {err}") from err
     return 0
 

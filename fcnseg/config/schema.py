@@ -89,7 +89,7 @@ class DataConfig:
     val_dataset: str | None = None
     val_root: str | None = None
     val_options: dict[str, Any] | None = None
-    #: Resize every image (and mask, nearest) to [H, W] before augmentation; null keeps sizes.
+    #: Resize every image (and mask, nearest-exact) to [H, W] before augmentation; null keeps sizes.
     resize: list[int] | None = None
     #: Random crop [H, W] (padded with the mean / ignore when smaller); null = whole images.
     crop_size: list[int] | None = None

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from fcnseg import checkpoint as ckpt
-from fcnseg.config import Config
+from fcnseg.config import Config, ConfigError
 from fcnseg.data.base import SegmentationDataset
 from fcnseg.data.registry import build_dataset
 from fcnseg.data.resident import ResidentData
@@ -70,7 +70,7 @@ def train_context(cfg: Config, model: nn.Module) -> Margins | None:
     crop = cfg.data.crop_size
     context = model.training_context(*crop) if crop else None
     if context is not None and cfg.data.resident:
-        raise ValueError(
+        raise ConfigError(
             "data.resident does not support a model that trains on crops with context from the "
             f"image ({type(model).__name__}, margins {context}): set data.resident=false"
         )
@@ -230,7 +230,7 @@ def class_weights(
         return None
     if isinstance(w, list):
         if len(w) != num_classes:
-            raise ValueError(f"train.class_weights has {len(w)} values for {num_classes} classes")
+            raise ConfigError(f"train.class_weights has {len(w)} values for {num_classes} classes")
         return torch.tensor(w, dtype=torch.float32)
     if resident is not None:  # the masks as trained on, already in memory
         masks: Any = resident.masks.long().cpu()

@@ -94,8 +94,7 @@ class Predictor:
         dev = torch.device(device)
         ckpt = load_checkpoint(path)
         # channels_last: 1.14× faster for FCN-8s/VGG16 on CPU (1409 → 1239 ms), same results to
-        # float rounding
-        # (docs/benchmarks/speed.md).
+        # float rounding (docs/benchmarks/speed.md).
         model = ckpt.build_model().to(dev, memory_format=torch.channels_last).eval()
         palette = [list(c) for c in ckpt.palette]
         return cls(model, list(ckpt.classes), palette, dev, channels_last=True, amp=amp)
