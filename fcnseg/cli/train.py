@@ -1,0 +1,102 @@
+"""``fcnseg train`` and ``fcnseg demo``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    _Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
+
+__all__ = ["add_demo_parser", "add_train_parser"]
+
+
+def _train(args: argparse.Namespace) -> int:
+    import shlex
+
+    from fcnseg.config import ConfigError, load_config
+    from fcnseg.engine.trainer import Trainer, TrainingInterrupted
+
+    try:
+        cfg = load_config(args.config, args.set)
+    except ConfigError as err:
+        raise SystemExit(f"fcnseg train: {err}") from err
+    run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    last = run_dir / "checkpoints" / "last"
+    if not args.resume and any(
+        Path(f"{last}{ext}").exists() for ext in (".safetensors", ".state.pt")
+    ):
+        raise SystemExit(
+            f"fcnseg train: {run_dir} already holds a run; add --resume to continue it or "
+            "choose another -o"
+        )
+    from fcnseg.checkpoint import CheckpointError
+    from fcnseg.data.base import DataError
+
+    sets = [x for item in args.set for x in ("--set", item)]
+    extra = ["--stop-at", str(args.stop_at)] if args.stop_at is not None else []
+    extra += ["--no-progress"] if args.no_progress else []
+    resume = shlex.join(
+        ["fcnseg", "train", args.config, "-o", str(run_dir), *sets, *extra, "--resume"]
+    )
+    trainer = None
+    try:
+        trainer = Trainer(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
+        result = trainer.train(stop_at=args.stop_at)
+    except TrainingInterrupted as stop:
+        if trainer is None or trainer.dist.is_main:
+            print(f"fcnseg train: {stop}\nresume with:\n  {resume}", file=sys.stderr)
+        return 128 + stop.signum
+    except KeyboardInterrupt:
+        print(
+            f"fcnseg train: interrupted without saving; the checkpoints already in {run_dir} "
+            f"(if any) are intact; resume with:\n  {resume}",
+            file=sys.stderr,
+        )
+        return 130
+    except (CheckpointError, ConfigError, DataError, FloatingPointError) as err:
+        raise SystemExit(f"fcnseg train: {err}") from err
+    except OSError as err:
+        raise SystemExit(
+            f"fcnseg train: {err} (training into {run_dir}; its checkpoints are intact: "
+            "continue with --resume once this is fixed)"
+        ) from err
+    if trainer.dist.is_main:
+        print(f"run directory: {result.run_dir}")
+        if result.metrics:
+            print(f"val mean IU {result.metrics['mean_iu']:.4f} at iteration {result.iteration}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from fcnseg.demo import run_demo
+
+    run_demo(Path(args.out), iterations=args.iterations, progress=not args.no_progress)
+    return 0
+
+
+def add_train_parser(sub: _Subparsers) -> None:
+    p = sub.add_parser("train", help="train from a YAML config (file or shipped name)")
+    p.add_argument("config", help="config file, or a shipped config name (fcnseg/configs)")
+    p.add_argument("-o", "--out", help="run directory (default: runs/<config name>)")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+    p.add_argument("--resume", action="store_true", help="continue the run in the run directory")
+    p.add_argument("--stop-at", type=int, help="stop (with a checkpoint) after this iteration")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_train)
+
+
+def add_demo_parser(sub: _Subparsers) -> None:
+    p = sub.add_parser(
+        "demo", help="train a small FCN-8s on generated shapes, then predict (a few minutes)"
+    )
+    p.add_argument("-o", "--out", default="fcnseg-demo", help="output directory")
+    p.add_argument("--iterations", type=int, default=None, help="override the training length")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_demo)
