@@ -158,7 +158,8 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises many types for corrupt pickles
-            raise ValueError(f"{path} is not a readable PyTorch state dict: {err}") from err
+            why = "not tensors only, or no PyTorch file" if "weights_only" in str(err) else err
+            raise ValueError(f"{path} is not a readable PyTorch state dict: {why}") from err
         for key in ("state_dict", "model"):
             if isinstance(obj, dict) and isinstance(obj.get(key), dict):
                 obj = obj[key]
@@ -216,10 +217,9 @@ def _torchvision_weights(backbone: str) -> Any:
         "mobilenet_v3_large": models.MobileNet_V3_Large_Weights.IMAGENET1K_V1,
     }
     if backbone not in releases:
-        raise ValueError(
-            f"no ImageNet weights for unknown backbone {backbone!r}; choose one of "
-            f"{sorted(releases)}"
-        )
+        from fcnseg.choices import unknown_choice
+
+        raise ValueError(unknown_choice("backbone", backbone, sorted(releases)))
     return releases[backbone]
 
 

@@ -434,7 +434,7 @@ def test_dataset_options_unknown_or_bad(tmp_path: Path) -> None:
     """``data.options`` reach the dataset class: an unknown one is named with the valid ones."""
     with pytest.raises(DataError, match=r"'synthetic' has no option\(s\) \['sizes'\].*'size'"):
         build_dataset("synthetic", None, "train", sizes=[64, 64])
-    with pytest.raises(DataError, match=r"unknown dataset 'vocc'; choose one of"):
+    with pytest.raises(DataError, match=r"unknown dataset 'vocc'; did you mean 'voc'.*choices:"):
         build_dataset("vocc", None, "train")
     meta = tmp_path / "meta.yaml"
     meta.write_bytes(b"classes: [\xff]\n")

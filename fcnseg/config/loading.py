@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from fcnseg.choices import unknown_choice
 from fcnseg.config.schema import Config
 from fcnseg.config.types import ConfigError, expand
 from fcnseg.config.validate import validate
@@ -61,9 +62,10 @@ def resolve_config_path(path: str | Path) -> Path:
     name = p.name.removesuffix(".yaml")
     if name in shipped:
         return shipped[name]
-    raise ConfigError(
-        f"config {path} not found (neither a file nor a shipped config: {sorted(shipped)})"
-    )
+    if p.is_dir():
+        raise ConfigError(f"config {path} is a folder; give a YAML file or a shipped config name")
+    shipped_name = unknown_choice("shipped config", name, sorted(shipped))
+    raise ConfigError(f"config {path} not found: no such file, and {shipped_name}")
 
 
 def _read_mapping(file: Path) -> dict[str, Any]:

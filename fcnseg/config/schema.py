@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from fcnseg.choices import did_you_mean, unknown_choice
 from fcnseg.config.types import ConfigError, check_type
 
 __all__ = ["Config", "DataConfig", "ModelConfig", "TrainConfig"]
@@ -61,13 +62,14 @@ class ModelConfig:
         data = dict(data)
         name = check_type(data.pop("name", "fcn8s"), str, f"{prefix}.name")
         if name not in MODELS:
-            raise ConfigError(f"{prefix}.name = {name!r}; choose one of {sorted(MODELS)}")
+            raise ConfigError(f"{prefix}.name: {unknown_choice('model', name, sorted(MODELS))}")
         fields = model_fields(name, include_init=True)
         fields.pop("num_classes", None)  # from the data
         unknown = sorted(set(data) - set(fields), key=str)
         if unknown:
             raise ConfigError(
-                f"{prefix}: {name} has no argument(s) {unknown}; its arguments are {sorted(fields)}"
+                f"{prefix}: {name} has no argument(s) {unknown}; "
+                f"{did_you_mean(unknown[0], fields)}its arguments are {sorted(fields)}"
             )
         hints = model_hints(name)
         arguments = {k: check_type(v, hints.get(k, Any), f"{prefix}.{k}") for k, v in data.items()}
@@ -195,7 +197,10 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names, key=str)  # YAML keys need not be strings
     if unknown:
-        raise ConfigError(f"{prefix}: unknown key(s) {unknown}; valid keys are {sorted(names)}")
+        raise ConfigError(
+            f"{prefix}: unknown key(s) {unknown}; {did_you_mean(unknown[0], names)}"
+            f"valid keys are {sorted(names)}"
+        )
     kwargs = {}
     for key, value in data.items():
         hint = hints[key]

@@ -3,6 +3,7 @@ model's own arguments are judged by its builder."""
 
 from __future__ import annotations
 
+from fcnseg.choices import unknown_choice
 from fcnseg.config.schema import Config, ModelConfig
 from fcnseg.config.types import ConfigError
 
@@ -20,7 +21,10 @@ def validate(cfg: Config, source: str) -> Config:
     }
     for key, (value, allowed) in choices.items():
         if value not in allowed:
-            raise ConfigError(f"{source}: {key} = {value!r}; choose one of {list(allowed)}")
+            what = unknown_choice(
+                key.split(".")[-1], value, ["null" if a is None else a for a in allowed]
+            )
+            raise ConfigError(f"{source}: {key}: {what}")
     _validate_model(cfg.model, source)
     if isinstance(cfg.train.class_weights, str) and cfg.train.class_weights != "median_frequency":
         raise ConfigError(

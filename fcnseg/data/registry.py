@@ -7,6 +7,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
+from fcnseg.choices import unknown_choice
 from fcnseg.data.base import DataError, SegmentationDataset, Transform
 
 __all__ = ["DATASETS", "build_dataset", "dataset_class"]
@@ -31,7 +32,7 @@ _POSITIONAL = {"self", "root", "split", "transforms"}
 def dataset_class(name: str) -> type[SegmentationDataset]:
     """The class registered as ``name``; :class:`DataError` (a ``ValueError``) if none is."""
     if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+        raise DataError(unknown_choice("dataset", name, sorted(DATASETS)))
     module, cls = DATASETS[name].split(":")
     return getattr(importlib.import_module(module), cls)
 
@@ -46,9 +47,15 @@ def build_dataset(
     """Instantiate dataset ``name`` for ``split`` (see :data:`DATASETS`).
 
     An option the class does not take raises :class:`DataError` naming it and the valid ones
-    (rather than a ``TypeError`` from the constructor).
+    (rather than a ``TypeError`` from the constructor); so does a split not among the class's
+    ``splits`` (where it declares them).
     """
     cls = dataset_class(name)
+    splits = getattr(cls, "splits", None)
+    if splits is not None and split not in splits and options.get("list_file") is None:
+        raise DataError(
+            unknown_choice("split", split, splits, where=f" for {name}", label="splits")
+        )
     params = inspect.signature(cls.__init__).parameters
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         valid = [

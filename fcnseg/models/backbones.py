@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from torchvision import models
 
+from fcnseg.choices import unknown_choice
 from fcnseg.models.geometry import Grid, trace
 from fcnseg.models.surgery import convolutionalize
 from fcnseg.weights import BackboneWeights, Preprocess, _imagenet_preprocess
@@ -332,12 +333,12 @@ def build_backbone(
 ) -> Backbone:
     """Backbone ``name`` (one of :data:`BACKBONES`) in ``mode`` with optional weights."""
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+        raise ValueError(unknown_choice("backbone", name, sorted(BACKBONES)))
     if mode not in ("exact", "caffe"):
-        raise ValueError(f"mode must be 'exact' or 'caffe', got {mode!r}")
+        raise ValueError(unknown_choice("mode", mode, ("exact", "caffe")))
     if mode == "caffe" and name not in CAFFE_BACKBONES:
         raise ValueError(
-            f"mode='caffe' reproduces the reference's VGG16 layout; backbone {name!r} has no "
-            "Caffe counterpart — use mode='exact'"
+            f"mode='caffe' is VGG16-only (the reference's Caffe layout); backbone {name!r} "
+            "has none: use mode='exact', or backbone 'vgg16'"
         )
     return BACKBONES[name](mode=mode, weights=weights, **kwargs)

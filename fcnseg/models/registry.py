@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from fcnseg.choices import did_you_mean, unknown_choice
+
 __all__ = [
     "INIT_ARGUMENTS",
     "MODELS",
@@ -51,7 +53,7 @@ def register_model(name: str) -> Callable[[B], B]:
 
 def _builder(name: str) -> Callable[..., nn.Module]:
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+        raise ValueError(unknown_choice("model", name, sorted(MODELS)))
     return MODELS[name]
 
 
@@ -98,9 +100,10 @@ def model_spec(name: str, **arguments: Any) -> dict[str, Any]:
     fields = model_fields(name)
     unknown = sorted(set(arguments) - set(fields) - set(INIT_ARGUMENTS))
     if unknown:
+        known = sorted(model_fields(name, include_init=True))
         raise ValueError(
-            f"{name} takes no argument(s) {unknown}; its arguments are "
-            f"{sorted(model_fields(name, include_init=True))}"
+            f"{name} takes no argument(s) {unknown}; {did_you_mean(unknown[0], known)}"
+            f"its arguments are {known}"
         )
     spec: dict[str, Any] = {"name": name}
     for key, param in fields.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from fcnseg.choices import unknown_choice
 from fcnseg.data.base import IGNORE_INDEX, DataError, Transform
 from fcnseg.data.datasets.pairs import PairedFileDataset, pair_by_stem, require_root
 from fcnseg.data.io import LabelMap, PathLike
@@ -29,6 +30,8 @@ class ADE20K(PairedFileDataset):
             and "other" becomes class 0 of 151 (``classes[0] == "other"``, drawn black).
     """
 
+    splits = tuple(_SPLITS)
+
     def __init__(
         self,
         root: PathLike | None,
@@ -41,7 +44,9 @@ class ADE20K(PairedFileDataset):
         if not (root / "images").is_dir() and (root / "ADEChallengeData2016").is_dir():
             root = root / "ADEChallengeData2016"
         if split not in _SPLITS:
-            raise DataError(f"ADE20K split must be one of {sorted(_SPLITS)}, got {split!r}")
+            raise DataError(
+                unknown_choice("split", split, _SPLITS, where=" for ADE20K", label="splits")
+            )
         self.split = _SPLITS[split]
         self.reduce_zero_label = reduce_zero_label
         n = len(ADE20K_CLASSES)

@@ -33,6 +33,7 @@ class CamVid(PairedFileDataset):
 
     classes = CAMVID_CLASSES
     palette = CAMVID_PALETTE
+    splits = ("train", "val", "test")
     label_map = LabelMap(CAMVID_LABEL_MAP, name="CamVid label map (0..10, void 11)")
 
     def __init__(

@@ -26,6 +26,7 @@ class Cityscapes(PairedFileDataset):
 
     classes = CITYSCAPES_CLASSES
     palette = CITYSCAPES_PALETTE
+    splits = ("train", "val", "test")
     label_map = LabelMap(CITYSCAPES_ID_TO_TRAINID, name="Cityscapes labelId table (0..33)")
 
     def __init__(

@@ -106,10 +106,10 @@ def load_meta(meta: str | Path | Mapping[str, Any]) -> FolderMeta:
         elif isinstance(meta, str) and re.fullmatch(r"[\w-]+", meta):
             shipped = resources.files("fcnseg.data").joinpath("meta", f"{meta}.yaml")
             if not shipped.is_file():
-                raise DataError(
-                    f"unknown FolderPairs meta {meta!r}: not a file, and not one of the shipped "
-                    f"names {available_meta()}"
-                )
+                from fcnseg.choices import unknown_choice
+
+                what = unknown_choice("FolderPairs meta", meta, available_meta())
+                raise DataError(f"{what} (or a YAML file with 'classes')")
             source = f"fcnseg/data/meta/{meta}.yaml"
             text = shipped.read_text(encoding="utf-8")
         else:

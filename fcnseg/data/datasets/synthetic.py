@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torchvision import tv_tensors
 
+from fcnseg.choices import unknown_choice
 from fcnseg.data.base import DataError, SegmentationDataset, Transform, as_mask
 
 __all__ = ["SyntheticShapes"]
@@ -61,6 +62,7 @@ class SyntheticShapes(SegmentationDataset):
     """
 
     classes = ("background", "circle", "square", "triangle", "ring", "bar")
+    splits = tuple(SPLITS)
     palette = (
         (0, 0, 0),
         (230, 25, 75),
@@ -84,7 +86,8 @@ class SyntheticShapes(SegmentationDataset):
     ) -> None:
         super().__init__(transforms)
         if split not in SPLITS:
-            raise DataError(f"synthetic: unknown split {split!r}; choose one of {list(SPLITS)}")
+            msg = unknown_choice("split", split, SPLITS, where=" for synthetic", label="splits")
+            raise DataError(msg)
         stream, default_n = SPLITS[split]
         n = default_n if num_images is None else int(num_images)
         if n < 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fcnseg.choices import did_you_mean
 from fcnseg.data.base import DataError, Transform
 from fcnseg.data.datasets.pairs import PairedFileDataset, Sample, check_samples, require_root
 from fcnseg.data.io import PathLike, read_id_list
@@ -47,7 +48,8 @@ class VOCSegmentation(PairedFileDataset):
             path = lists / f"{split}.txt"
             if not path.is_file():
                 known = sorted(p.stem for p in lists.glob("*.txt")) if lists.is_dir() else []
-                raise DataError(f"VOC split list {path} does not exist (lists there: {known})")
+                hint = did_you_mean(split, known)
+                raise DataError(f"VOC split list {path} does not exist; {hint}lists there: {known}")
         else:
             path = Path(list_file).expanduser()
             if not path.is_file() and not path.is_absolute() and (lists / path).is_file():
