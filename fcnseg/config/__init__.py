@@ -12,6 +12,7 @@ checks), :mod:`~fcnseg.config.validate` (cross-key checks), :mod:`~fcnseg.config
 
 from fcnseg.config.loading import (
     apply_overrides,
+    config_from_data,
     load_config,
     load_config_data,
     merge_config_data,
@@ -28,6 +29,7 @@ __all__ = [
     "ModelConfig",
     "TrainConfig",
     "apply_overrides",
+    "config_from_data",
     "load_config",
     "load_config_data",
     "merge_config_data",

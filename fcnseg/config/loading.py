@@ -15,6 +15,7 @@ from fcnseg.config.validate import validate
 
 __all__ = [
     "apply_overrides",
+    "config_from_data",
     "load_config",
     "load_config_data",
     "merge_config_data",
@@ -179,6 +180,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     source = "defaults"
     if path is not None:
         data, source = load_config_data(path)
+    return config_from_data(data, overrides, source)
+
+
+def config_from_data(
+    data: dict[str, Any], overrides: list[str] | None = None, source: str = "config"
+) -> Config:
+    """A raw config mapping (no ``base``) with ``--set`` overrides applied, validated; errors
+    are prefixed with ``source``."""
     data = _expand_all(apply_overrides(data, overrides or []))
     try:
         cfg = Config.from_dict(data)
