@@ -37,6 +37,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
+from fcnseg.filekind import file_kind, not_a_checkpoint
 from fcnseg.weights import Preprocess, read_state_dict
 
 __all__ = [
@@ -168,6 +169,9 @@ class Checkpoint:
     config: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, Any] = field(default_factory=dict)
     iteration: int = 0
+    #: The training's scale policy (:func:`fcnseg.inference.scale.train_scale`); ``None`` in
+    #: checkpoints written before it was recorded.
+    train_scale: dict[str, Any] | None = None
 
     def build_model(self) -> torch.nn.Module:
         """The FCN described by the metadata, with these weights loaded (strictly)."""
@@ -195,8 +199,10 @@ def save_checkpoint(
     config: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     iteration: int = 0,
+    train_scale: dict[str, Any] | None = None,
 ) -> Path:
-    """Write ``model``'s weights and metadata to ``path`` (a ``.safetensors`` file).
+    """Write ``model``'s weights and metadata to ``path`` (a ``.safetensors`` file);
+    ``train_scale``: the scale policy inference follows (:mod:`fcnseg.inference.scale`).
 
     Refuses (:class:`CheckpointError`) weights holding NaN/inf: a diverged model never replaces
     a good checkpoint.
@@ -220,6 +226,8 @@ def save_checkpoint(
         "metrics": metrics or {},
         "iteration": iteration,
     }
+    if train_scale is not None:
+        meta["train_scale"] = train_scale
     metadata = {k: json.dumps(v) for k, v in meta.items()}
     path = Path(path)
     atomic_write(path, safetensors_bytes(tensors, metadata=metadata))
@@ -244,6 +252,11 @@ def resolve_checkpoint(path: str | Path) -> Path:
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint` (file or run directory)."""
     file = resolve_checkpoint(path)
+    kind = file_kind(file)  # tell what else the file is, never unpickle it
+    if kind != "safetensors" and not (kind == "unknown" and file.suffix == ".safetensors"):
+        raise CheckpointError(not_a_checkpoint(file, kind))
+    if kind == "safetensors" and file.suffix != ".safetensors":
+        raise CheckpointError(f"{file} is a safetensors file: name it {file.stem}.safetensors")
     try:
         state, raw = read_state_dict(file)
     except ValueError as err:
@@ -272,6 +285,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         config=meta.get("config", {}),
         metrics=meta.get("metrics", {}),
         iteration=meta.get("iteration", 0),
+        train_scale=meta.get("train_scale"),
     )
 
 

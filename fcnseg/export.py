@@ -2,8 +2,10 @@
 
 The exported file carries what a deployment needs besides the graph: class names, palette and
 the normalisation (``fcnseg.preprocess``), as ONNX ``metadata_props`` or TorchScript extra
-files. The graph takes *normalised* images, like ``model(...)``; apply the stored
-normalisation first (``fcnseg predict`` does).
+files, with the training's scale policy (``fcnseg.train_scale``: resize images to its
+``resize`` first, :mod:`fcnseg.inference.scale`), config and ignore index. The graph takes
+*normalised* images, like ``model(...)``; apply the stored normalisation first (``fcnseg
+predict`` does).
 
 ONNX export uses ``torch.export`` (the dynamo exporter) and then *checks* the file: ONNX
 Runtime must reproduce PyTorch's logits within ``ONNX_TOLERANCE`` at sizes other than the
@@ -36,6 +38,8 @@ CHECK_SHAPES = ((1, 67, 45), (2, 31, 33), (1, 100, 101))
 
 #: Keys under which the metadata is stored.
 META_KEYS = ("fcnseg.classes", "fcnseg.palette", "fcnseg.preprocess", "fcnseg.model")
+#: Keys of files exported by later versions: the training's scale policy, config, ignore index.
+OPTIONAL_KEYS = ("fcnseg.train_scale", "fcnseg.config", "fcnseg.ignore_index")
 
 
 def _metadata(ckpt: Any) -> dict[str, str]:
@@ -44,6 +48,9 @@ def _metadata(ckpt: Any) -> dict[str, str]:
         "fcnseg.palette": json.dumps(ckpt.palette),
         "fcnseg.preprocess": json.dumps(ckpt.preprocess),
         "fcnseg.model": json.dumps(ckpt.model),
+        "fcnseg.train_scale": json.dumps(ckpt.train_scale),
+        "fcnseg.config": json.dumps(ckpt.config),
+        "fcnseg.ignore_index": json.dumps(ckpt.ignore_index),
     }
 
 
@@ -129,7 +136,8 @@ def _check_onnx(path: Path, model: torch.nn.Module) -> None:
 
 
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
-    """The fcnseg metadata of an exported ONNX file (classes, palette, preprocess, model)."""
+    """The fcnseg metadata of an exported ONNX file (classes, palette, preprocess, model; and
+    train_scale, config, ignore_index when it was exported with them)."""
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
@@ -137,4 +145,5 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     missing = [k for k in META_KEYS if k not in props]
     if missing:
         raise ValueError(f"{path} has no fcnseg metadata ({missing}); export it with fcnseg")
-    return {k.removeprefix("fcnseg."): json.loads(props[k]) for k in META_KEYS}
+    keys = [*META_KEYS, *(k for k in OPTIONAL_KEYS if k in props)]
+    return {k.removeprefix("fcnseg."): json.loads(props[k]) for k in keys}

@@ -100,7 +100,7 @@ def test_cli_eval_sliding_window(tmp_path, make_fcn_checkpoint, capsys) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["images"] == 3 and 0 <= metrics["mean_iu"] <= 1
     assert metrics["inference"] == {"tile": 32, "overlap": 8, "flip": False, "scales": [1.0],
-                                    "crf": None}  # fmt: skip
+                                    "crf": None, "scale": "train"}  # fmt: skip
     with pytest.raises(SystemExit, match=r"fcnseg eval: overlap must be in \[0, tile\)"):
         main([*args, "-o", str(tmp_path / "bad"), "--tile", "32"])
 

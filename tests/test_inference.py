@@ -75,7 +75,7 @@ def test_inference_options_are_validated() -> None:
     options = InferenceOptions(tile=64, overlap=8, flip=True, scales=[0.5, 1], crf=CRFParams())
     assert options.scales == (0.5, 1.0)
     assert options.as_dict() == {"tile": 64, "overlap": 8, "flip": True, "scales": [0.5, 1.0],
-                                 "crf": CRFParams().as_dict()}  # fmt: skip
+                                 "crf": CRFParams().as_dict(), "scale": "train"}  # fmt: skip
 
 
 class RampNet(SegmentationModel):

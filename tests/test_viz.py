@@ -100,13 +100,16 @@ def test_save_overlay_legend_lists_only_present_classes(tmp_path: Path):
     image, mask = _image(48, 64), np.zeros((48, 64), np.int64)
     mask[10:20, 10:30] = 2
     mask[40:, :] = 255
-    entries = viz.save_overlay(tmp_path / "a" / "overlay.png", image, mask, PALETTE, NAMES)
+    entries = viz.save_overlay(tmp_path / "a" / "overlay.png", image, mask, PALETTE, NAMES,
+                               tint_background=True)  # fmt: skip
     assert entries == [(0, "background"), (2, "green")]
     img = _open(tmp_path / "a" / "overlay.png")
     assert img.height >= 48 and img.width > 64  # legend to the right
     np.testing.assert_array_equal(
         np.array(img.convert("RGB"))[:48, :64], viz.overlay(image, mask, PALETTE)
     )
+    # by default the background is left untinted and out of the legend
+    assert viz.save_overlay(tmp_path / "b.png", image, mask, PALETTE, NAMES) == [(2, "green")]
 
 
 def test_save_panels(tmp_path: Path):

@@ -12,8 +12,8 @@ __all__ = ["add_inference_args", "inference_options"]
 
 
 def inference_options(args: argparse.Namespace) -> InferenceOptions:
-    """The :class:`InferenceOptions` of ``--tile/--overlap``, ``--tta`` and ``--crf …`` (the
-    same flags for predict, eval and serve)."""
+    """The :class:`InferenceOptions` of ``--tile/--overlap``, ``--tta``, ``--crf …`` and
+    ``--scale`` (the same flags for predict, eval and serve)."""
     from fcnseg.crf import CRFParams
     from fcnseg.inference import TTA_SCALES, InferenceOptions
 
@@ -32,6 +32,7 @@ def inference_options(args: argparse.Namespace) -> InferenceOptions:
             flip=args.tta,
             scales=TTA_SCALES if args.tta else (1.0,),
             crf=crf,
+            scale=args.scale,
         )
     except ValueError as err:
         raise SystemExit(f"fcnseg {args.command}: {err}") from err
@@ -39,7 +40,14 @@ def inference_options(args: argparse.Namespace) -> InferenceOptions:
 
 def add_inference_args(p: argparse.ArgumentParser) -> None:
     """The flags :func:`inference_options` reads."""
-    g = p.add_argument_group("inference (tiling, test-time augmentation, CRF)")
+    g = p.add_argument_group("inference (scale, tiling, test-time augmentation, CRF)")
+    g.add_argument(
+        "--scale",
+        choices=["train", "native"],
+        default="train",
+        help="train: resize each image to the training's data.resize (recorded in the "
+        "checkpoint), predict, resize back; native: predict at the image's own size (train)",
+    )
     g.add_argument(
         "--tile",
         type=int,

@@ -35,7 +35,7 @@ def _eval(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             options=inference_options(args),
         )
-    except (CheckpointError, ConfigError, DataError) as err:
+    except (CheckpointError, ConfigError, DataError, ValueError) as err:
         raise SystemExit(f"fcnseg eval: {err}") from err
     return 0
 
@@ -58,6 +58,9 @@ def _predict(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             progress=not args.no_progress,
             failures=failures,
+            panels=args.panels,
+            masks=args.masks,
+            tint_background=args.tint_background,
         )
     except (CheckpointError, DataError, ValueError) as err:
         raise SystemExit(f"fcnseg predict: {err}") from err
@@ -65,7 +68,7 @@ def _predict(args: argparse.Namespace) -> int:
     for path, message in failures:
         print(f"skipped {path}: {message}", file=sys.stderr)
     if failures:
-        print(f"fcnseg predict: {len(failures)} file(s) could not be read (above)", file=sys.stderr)
+        print(f"fcnseg predict: {len(failures)} file(s) could not be used (above)", file=sys.stderr)
         return 1
     return 0
 
@@ -105,8 +108,8 @@ def _serve(args: argparse.Namespace) -> int:
 
 def add_eval_parser(sub: _Subparsers) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint: the four metrics, plots")
-    p.add_argument("checkpoint", help="checkpoint file or run directory")
-    p.add_argument("--config", help="config for the data (default: the one in the checkpoint)")
+    p.add_argument("checkpoint", help="checkpoint file, run directory or exported .onnx")
+    p.add_argument("--config", help="config for the data (default: the one stored with it)")
     p.add_argument("--split", default=None, help="split to evaluate (default: the val split)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("-o", "--out", help="output directory (default: beside the checkpoint)")
@@ -125,10 +128,24 @@ def add_eval_parser(sub: _Subparsers) -> None:
 
 def add_predict_parser(sub: _Subparsers) -> None:
     p = sub.add_parser("predict", help="label maps and overlays for images, any size")
-    p.add_argument("checkpoint", help="checkpoint file or run directory")
+    p.add_argument("checkpoint", help="checkpoint file, run directory or exported .onnx")
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
     p.add_argument("-o", "--out", required=True, help="output directory")
     p.add_argument("--probabilities", action="store_true", help="also write NAME_probs.npy")
+    p.add_argument(
+        "--panels", action="store_true", help="also write NAME_panel.png: image | prediction"
+    )
+    p.add_argument(
+        "--masks",
+        metavar="DIR",
+        help="ground-truth masks (class indices) named like the images: panels become "
+        "image | ground truth | prediction (implies --panels)",
+    )
+    p.add_argument(
+        "--tint-background",
+        action="store_true",
+        help="tint the background class in overlays too (default: the photo shows through)",
+    )
     p.add_argument("--batch-size", type=int, default=4, help="same-size images per pass (4)")
     add_inference_args(p)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,12 +16,11 @@ from fcnseg.inference import InferenceOptions, Predictor
 from fcnseg.metrics import ConfusionMatrix
 
 if TYPE_CHECKING:
-    from fcnseg.checkpoint import Checkpoint
     from fcnseg.config import Config
     from fcnseg.data.base import SegmentationDataset
     from fcnseg.engine.distributed import DistInfo
 
-__all__ = ["evaluate", "format_metrics", "jsonable", "write_report"]
+__all__ = ["evaluate", "evaluate_predictor", "format_metrics", "jsonable", "write_report"]
 
 
 @torch.no_grad()
@@ -50,18 +50,36 @@ def evaluate(
     predictor = Predictor(net, names, [], device, channels_last=channels_last, amp=amp)
     was_training = net.training
     net.eval()
-    matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
-    kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
     try:
-        for images, masks in tqdm(loader, desc="eval", leave=False, disable=not progress):
-            images = images.to(device, non_blocking=True)
-            masks = masks.to(device, non_blocking=True)
-            pred = predictor.probabilities_batch(images, options).argmax(1)
-            matrix.update(pred, masks)
-            for i in range(min(keep - len(kept), len(images))):
-                kept.append((images[i].cpu(), masks[i].cpu(), pred[i].cpu()))
+        return evaluate_predictor(predictor, loader, ignore_index=ignore_index, device=device,
+                                  progress=progress, keep=keep, options=options)  # fmt: skip
     finally:
         net.train(was_training)
+
+
+@torch.no_grad()
+def evaluate_predictor(
+    predictor: Predictor,
+    loader: DataLoader,
+    *,
+    ignore_index: int,
+    device: torch.device,
+    progress: bool = True,
+    keep: int = 0,
+    options: InferenceOptions | None = None,
+) -> tuple[ConfusionMatrix, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+    """:func:`evaluate` with a ready :class:`Predictor` (a checkpoint's or an ONNX file's, in
+    eval mode), whose training scale policy applies (``options.scale``) to each batch."""
+    num_classes = len(predictor.classes)
+    matrix = ConfusionMatrix(num_classes, ignore_index=ignore_index, device=device)
+    kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+    for images, masks in tqdm(loader, desc="eval", leave=False, disable=not progress):
+        images = images.to(device, non_blocking=True)
+        masks = masks.to(device, non_blocking=True)
+        pred = predictor.probabilities_batch(images, options).argmax(1)
+        matrix.update(pred, masks)
+        for i in range(min(keep - len(kept), len(images))):
+            kept.append((images[i].cpu(), masks[i].cpu(), pred[i].cpu()))
     matrix.all_reduce()
     return matrix, kept
 
@@ -117,59 +135,91 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def _eval_config(
-    ckpt: Checkpoint, config: str | Path | None, overrides: list[str] | None
-) -> Config:
-    """The config of ``config`` (file or shipped name), else the one stored in ``ckpt``; with
-    ``overrides`` applied."""
+@dataclass
+class _Model:
+    """What ``fcnseg eval`` needs of a checkpoint or an exported ``.onnx`` file."""
+
+    path: Path
+    predictor: Predictor
+    config: dict[str, Any]
+    ignore_index: int | None
+
+
+def _load_model(path: str | Path, dev: torch.device) -> _Model:
+    """A checkpoint (file or run directory) or an exported ``.onnx`` file, ready on ``dev``
+    (ONNX files run on the CPU)."""
+    from fcnseg.checkpoint import load_checkpoint
+
+    if str(path).endswith(".onnx"):
+        from fcnseg.export import read_onnx_metadata
+
+        predictor = Predictor.from_onnx(path)
+        meta = read_onnx_metadata(path)
+        return _Model(Path(path), predictor, meta.get("config") or {}, meta.get("ignore_index"))
+    ckpt = load_checkpoint(path)
+    predictor = Predictor.from_loaded(ckpt, str(dev))
+    return _Model(ckpt.path, predictor, ckpt.config, ckpt.ignore_index)
+
+
+def _eval_config(model: _Model, config: str | Path | None, overrides: list[str] | None) -> Config:
+    """The config of ``config`` (file or shipped name), else the one stored with the model;
+    with ``overrides`` applied."""
     import yaml
 
+    from fcnseg.checkpoint import CheckpointError
     from fcnseg.config import Config, apply_overrides, load_config
 
     if config is not None:
         return load_config(config, overrides)
-    raw = apply_overrides(yaml.safe_load(yaml.safe_dump(ckpt.config)) or {}, overrides or [])
-    return Config.from_dict(raw, source=f"config stored in {ckpt.path}")
+    if not model.config:
+        raise CheckpointError(
+            f"{model.path} carries no config (exported by an older fcnseg): name the config of "
+            "its data with --config"
+        )
+    raw = apply_overrides(yaml.safe_load(yaml.safe_dump(model.config)) or {}, overrides or [])
+    return Config.from_dict(raw, source=f"config stored in {model.path}")
 
 
 def _eval_inputs(
-    ckpt: Checkpoint, cfg: Config, split: str, dist: DistInfo, dev: torch.device
-) -> tuple[nn.Module, SegmentationDataset, DataLoader]:
-    """The model of ``ckpt`` on ``dev``, the dataset of ``split`` (its classes must be the
-    checkpoint's) and a padded loader over this process's shard of it."""
+    model: _Model, cfg: Config, split: str, dist: DistInfo, dev: torch.device, per_image: bool
+) -> tuple[SegmentationDataset, DataLoader, int]:
+    """The dataset of ``split`` (its classes must be the model's), a padded loader over this
+    process's shard of it (one image per batch when ``per_image``: resized for the network one
+    by one, never padded first) and the ignore index."""
     from fcnseg.data.transforms import PadCollate, fill_from_preprocess
     from fcnseg.engine.build import dataset_for_eval
     from fcnseg.engine.loaders import ShardSampler, make_loader
 
     dataset = dataset_for_eval(cfg, split)
-    # channels_last: faster on CPU and GPU, same results to float rounding (benchmarks/speed.py)
-    model = ckpt.build_model().to(dev, memory_format=torch.channels_last)
-    if list(dataset.classes) != list(ckpt.classes):
+    classes = model.predictor.classes
+    if list(dataset.classes) != list(classes):
         raise ValueError(
-            f"{ckpt.path} was trained on classes {ckpt.classes}, the data has {dataset.classes}"
+            f"{model.path} was trained on classes {classes}, the data has {dataset.classes}"
         )
-    fill = tuple(c / 255 for c in fill_from_preprocess(model.preprocess))
+    ignore_index = dataset.ignore_index if model.ignore_index is None else model.ignore_index
+    fill = tuple(c / 255 for c in fill_from_preprocess(model.predictor.model.preprocess))
     loader = make_loader(
         dataset,
-        batch_size=cfg.data.val_batch_size,
+        batch_size=1 if per_image else cfg.data.val_batch_size,
         sampler=ShardSampler(len(dataset), rank=dist.rank, world_size=dist.world_size),
-        collate=PadCollate(ignore_index=ckpt.ignore_index, fill=fill),
+        collate=PadCollate(ignore_index=ignore_index, fill=fill),
         num_workers=cfg.data.num_workers,
         device=dev,
     )
-    return model, dataset, loader
+    return dataset, loader, ignore_index
 
 
 def _write_outputs(
     out: Path,
     matrix: ConfusionMatrix,
     kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]],
-    ckpt: Checkpoint,
+    predictor: Predictor,
     extra: dict[str, Any],
+    ignore_index: int,
 ) -> dict[str, Any]:
     """The report (:func:`write_report`) and, for the ``kept`` triples, ``panels.png`` in
     ``out``; prints the metrics table. Returns the report."""
-    metrics = write_report(out, matrix, ckpt.classes, extra=extra)
+    metrics = write_report(out, matrix, predictor.classes, extra=extra)
     if kept:
         from fcnseg.viz import save_panels
 
@@ -177,7 +227,8 @@ def _write_outputs(
             ((img * 255).round().byte().permute(1, 2, 0).numpy(), gt.numpy(), pred.numpy())
             for img, gt, pred in kept
         ]
-        save_panels(out / "panels.png", rows, ckpt.palette, ckpt.classes)
+        save_panels(out / "panels.png", rows, predictor.palette, predictor.classes,
+                    ignore_index=ignore_index)  # fmt: skip
     print(format_metrics(metrics))
     print(f"\nwrote {out}/metrics.json, confusion.png, per_class_iou.png")
     return metrics
@@ -195,42 +246,46 @@ def run_evaluation(
     progress: bool = True,
     options: InferenceOptions | None = None,
 ) -> dict[str, Any]:
-    """``fcnseg eval``: evaluate a checkpoint on a split of the data its config names.
+    """``fcnseg eval``: evaluate a checkpoint (file or run directory) or an exported ``.onnx``
+    file on a split of the data its stored config (or ``config``) names.
 
-    ``options``: how each image is predicted (default: whole images), e.g.
-    ``InferenceOptions(tile=256, overlap=64)`` for sliding-window evaluation; recorded in the
-    report. Works under torchrun (each process evaluates a shard; the confusion matrices are
-    summed).
+    ``options``: how each image is predicted (default: whole images at the training's scale,
+    :mod:`fcnseg.inference.scale`; data that its config resizes to that size already is not
+    resized again), e.g. ``InferenceOptions(tile=256, overlap=64)`` for sliding-window
+    evaluation; recorded in the report with the size images were shown to the network at.
+    Works under torchrun (each process evaluates a shard; the confusion matrices are summed).
     Writes ``metrics.json``, ``confusion.png``, ``per_class_iou.png`` (and panels) to
     ``out_dir`` and prints the metrics table.
     """
-    from fcnseg.checkpoint import load_checkpoint
     from fcnseg.engine.distributed import setup
 
     dist, dev = setup(device)
-    ckpt = load_checkpoint(checkpoint)
-    cfg = _eval_config(ckpt, config, overrides)
+    options = options or InferenceOptions()
+    model = _load_model(checkpoint, dev)
+    cfg = _eval_config(model, config, overrides)
     split = split or cfg.data.val_split
-    model, dataset, loader = _eval_inputs(ckpt, cfg, split, dist, dev)
-    matrix, kept = evaluate(
-        model,
-        loader,
-        num_classes=len(ckpt.classes),
-        ignore_index=ckpt.ignore_index,
-        device=dev,
-        amp=cfg.train.amp,
-        channels_last=True,
-        progress=progress and dist.is_main,
-        keep=save_panels,
-        options=options,
+    predictor = model.predictor
+    if isinstance(predictor.model, nn.Module):
+        predictor.amp = cfg.train.amp
+    # The training's scale (--scale train): images the data does not resize are resized for
+    # the network one at a time; data resized to the training size already are left alone.
+    scaled = options.scale == "train" and predictor.train_size is not None
+    data_size = tuple(cfg.data.resize) if cfg.data.resize else None
+    dataset, loader, ignore_index = _eval_inputs(
+        model, cfg, split, dist, dev, per_image=scaled and data_size is None
     )
-    out = Path(out_dir) if out_dir else ckpt.path.parent / f"eval-{split}"
+    matrix, kept = evaluate_predictor(predictor, loader, ignore_index=ignore_index, device=dev,
+                                      progress=progress and dist.is_main, keep=save_panels,
+                                      options=options)  # fmt: skip
+    out = Path(out_dir) if out_dir else model.path.parent / f"eval-{split}"
     if not dist.is_main:
-        return matrix.compute(ckpt.classes)
+        return matrix.compute(predictor.classes)
+    network_size = predictor.train_size if scaled else data_size
     extra = {
-        "checkpoint": str(ckpt.path),
+        "checkpoint": str(model.path),
         "split": split,
         "images": len(dataset),
-        "inference": (options or InferenceOptions()).as_dict(),
+        "inference": options.as_dict(),
+        "network_input_size": list(network_size) if network_size else None,
     }
-    return _write_outputs(out, matrix, kept, ckpt, extra)
+    return _write_outputs(out, matrix, kept, predictor, extra, ignore_index)

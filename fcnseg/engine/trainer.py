@@ -37,6 +37,7 @@ from fcnseg.engine.evaluate import evaluate, write_report
 from fcnseg.engine.interrupt import StopRequests
 from fcnseg.engine.runlog import VAL_FIELDS, RunLog
 from fcnseg.forward import forward
+from fcnseg.inference.scale import train_scale
 
 __all__ = ["TrainResult", "Trainer", "TrainingInterrupted"]
 
@@ -151,6 +152,7 @@ class Trainer:
             "palette": self.palette,
             "ignore_index": self.ignore_index,
             "config": self.cfg.to_dict(),
+            "train_scale": train_scale(self.cfg),  # what inference resizes to (fcnseg.inference)
         }
 
     def _resume(self) -> None:

@@ -1,8 +1,9 @@
-"""``fcnseg predict``: images from files, folders and globs to label maps, overlays and
-probabilities on disk."""
+"""``fcnseg predict``: images from files, folders and globs to label maps, overlays, panels
+and probabilities on disk."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from fcnseg.inference.options import InferenceOptions
 from fcnseg.inference.predictor import Predictor
 
 __all__ = ["expand_inputs", "predict_paths"]
+
+log = logging.getLogger("fcnseg")
 
 
 def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
@@ -61,6 +64,48 @@ def _read_groups(
         yield group
 
 
+def _mask_index(folder: str | Path | None) -> dict[str, Path]:
+    """The mask files of ``folder`` by stem (none without a folder)."""
+    from fcnseg.data.base import DataError
+    from fcnseg.data.io import IMAGE_EXTENSIONS
+
+    if folder is None:
+        return {}
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"masks folder {folder} does not exist")
+    files = sorted(f for f in folder.iterdir() if f.suffix.lower() in IMAGE_EXTENSIONS)
+    return {f.stem: f for f in reversed(files)}  # the first in name order wins
+
+
+def _save_panel(
+    path: Path,
+    image: torch.Tensor,
+    labels: torch.Tensor,
+    mask_path: Path | None,
+    predictor: Predictor,
+) -> None:
+    """``image | prediction`` (``image | ground truth | prediction`` with a mask file) at
+    ``path``; raises :class:`~fcnseg.data.base.DataError` for a mask that does not fit."""
+    from fcnseg.data.base import DataError
+    from fcnseg.data.io import read_mask
+    from fcnseg.viz import save_panels
+
+    if mask_path is None:
+        row, titles = (image, labels), ("image", "prediction")
+    else:
+        mask = read_mask(mask_path)
+        if mask.shape != labels.shape:
+            raise DataError(
+                f"mask {mask_path} is {tuple(mask.shape)}, its image {tuple(labels.shape)}"
+            )
+        row, titles = (image, mask, labels), ("image", "ground truth", "prediction")
+    try:
+        save_panels(path, [row], predictor.palette, predictor.classes, titles=titles)
+    except ValueError as err:  # labels the palette does not cover
+        raise DataError(f"mask {mask_path}: {err}") from err
+
+
 def predict_paths(
     predictor: Predictor,
     inputs: Sequence[str | Path],
@@ -71,18 +116,26 @@ def predict_paths(
     batch_size: int = 4,
     progress: bool = True,
     failures: list[tuple[Path, str]] | None = None,
+    panels: bool = False,
+    masks: str | Path | None = None,
+    tint_background: bool = False,
 ) -> list[Path]:
     """``fcnseg predict``: for every image write ``NAME.png`` (palette PNG of class indices),
-    ``NAME_overlay.png`` (colour overlay with legend) and, on request, ``NAME_probs.npy``
-    (C×H×W float16). Returns the label-map paths.
+    ``NAME_overlay.png`` (colour overlay with legend; the background untinted unless
+    ``tint_background``) and, on request, ``NAME_probs.npy`` (C×H×W float16) and
+    ``NAME_panel.png`` (``panels``: image | prediction; image | ground truth | prediction
+    where the ``masks`` folder holds a mask of the same stem, read as class indices; ``masks``
+    implies ``panels``). Returns the label-map paths.
 
     Consecutive images of one size go through :meth:`Predictor.probabilities_batch`
     ``batch_size`` at a time (tiled inference goes image by image). A file that cannot be read
     is skipped and appended to ``failures`` as ``(path, message)`` (pass a list to collect
-    them), so one bad file loses no other image's result."""
+    them), so one bad file loses no other image's result; so is a mask that does not fit its
+    image (its panel is not written). An image without a mask gets a warning."""
     import numpy as np
     from tqdm import tqdm
 
+    from fcnseg.data.base import DataError
     from fcnseg.viz import save_label_png, save_overlay
 
     options = options or InferenceOptions()
@@ -90,6 +143,9 @@ def predict_paths(
     out.mkdir(parents=True, exist_ok=True)
     failures = failures if failures is not None else []
     paths = expand_inputs(inputs)
+    mask_files = _mask_index(masks)
+    panels = panels or masks is not None
+    bad_masks: list[tuple[Path, str]] = []
     written = []
     bar = tqdm(total=len(paths), desc="predict", disable=not progress)
     for group in _read_groups(paths, 1 if options.tile else max(1, batch_size), failures):
@@ -104,9 +160,20 @@ def predict_paths(
             save_label_png(label_path, labels, predictor.palette)
             rgb = image.permute(1, 2, 0).numpy()
             save_overlay(out / f"{path.stem}_overlay.png", rgb, labels, predictor.palette,
-                         predictor.classes)  # fmt: skip
+                         predictor.classes, tint_background=tint_background)  # fmt: skip
             written.append(label_path)
+            if not panels:
+                continue
+            mask_path = mask_files.get(path.stem)
+            if masks is not None and mask_path is None:
+                log.warning("no mask %s.* in %s: its panel has no ground truth", path.stem, masks)
+            panel = out / f"{path.stem}_panel.png"
+            try:
+                _save_panel(panel, image, torch.from_numpy(labels), mask_path, predictor)
+            except DataError as err:
+                bad_masks.append((mask_path or path, str(err)))
         bar.update(len(group))
     bar.update(len(failures))
     bar.close()
+    failures += bad_masks
     return written

@@ -9,10 +9,12 @@ from typing import Any
 
 from fcnseg.crf import CRFParams
 
-__all__ = ["TTA_SCALES", "InferenceOptions"]
+__all__ = ["SCALES", "TTA_SCALES", "InferenceOptions"]
 
 #: The scales ``--tta`` averages over (with horizontal flips).
 TTA_SCALES = (0.75, 1.0, 1.25)
+#: The values of :attr:`InferenceOptions.scale`.
+SCALES = ("train", "native")
 
 
 @dataclass(frozen=True)
@@ -22,7 +24,11 @@ class InferenceOptions:
     ``tile``: overlap-tiled inference with tiles of this many pixels (``None``: whole images;
     memory is then bounded by the tile); ``overlap``: pixels shared by neighbouring tiles, in
     ``[0, tile)``; ``flip``/``scales``: test-time augmentation (the mean of the softmax over
-    horizontal flips and rescalings); ``crf``: dense-CRF refinement (of each tile when tiled).
+    horizontal flips and rescalings); ``crf``: dense-CRF refinement (of each tile when tiled);
+    ``scale``: ``"train"`` shows the network each image at the training's scale when the
+    checkpoint records one (resized to ``data.resize``, then the probabilities back to the
+    image's size; tiles and TTA apply to the resized image: :mod:`fcnseg.inference.scale`),
+    ``"native"`` at the image's own size.
     Change one field with ``dataclasses.replace(options, tile=512)``.
     """
 
@@ -31,6 +37,7 @@ class InferenceOptions:
     flip: bool = False
     scales: tuple[float, ...] = (1.0,)
     crf: CRFParams | None = None
+    scale: str = "train"
 
     def __post_init__(self) -> None:
         if self.tile is not None and (isinstance(self.tile, bool) or self.tile < 1):
@@ -44,6 +51,8 @@ class InferenceOptions:
         object.__setattr__(self, "scales", scales)
         if self.crf is not None and not isinstance(self.crf, CRFParams):
             raise ValueError(f"crf must be CRFParams or None, got {type(self.crf).__name__}")
+        if self.scale not in SCALES:
+            raise ValueError(f"scale must be 'train' or 'native', got {self.scale!r}")
 
     def as_dict(self) -> dict[str, Any]:
         """Plain-JSON form, as recorded in reports (``metrics.json``)."""
@@ -53,4 +62,5 @@ class InferenceOptions:
             "flip": self.flip,
             "scales": list(self.scales),
             "crf": self.crf.as_dict() if self.crf is not None else None,
+            "scale": self.scale,
         }

@@ -1,23 +1,28 @@
 """The :class:`Predictor`: a model with its class names and palette, predicting images of any
-size, whole or overlap-tiled, with optional TTA and dense-CRF refinement
-(:class:`~fcnseg.inference.InferenceOptions`). Every forward pass goes through
-:func:`fcnseg.forward.forward`."""
+size at the training's scale (:mod:`~fcnseg.inference.scale`), whole or overlap-tiled, with
+optional TTA and dense-CRF refinement (:class:`~fcnseg.inference.InferenceOptions`). Every
+forward pass goes through :func:`fcnseg.forward.forward`."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fcnseg.crf import dense_crf
 from fcnseg.forward import forward
 from fcnseg.inference.options import InferenceOptions
+from fcnseg.inference.scale import resize_images, resized_rows, train_size
 from fcnseg.inference.tiling import blend_rows
 from fcnseg.inference.tta import as_float, tta_probabilities
+
+if TYPE_CHECKING:
+    from fcnseg.checkpoint import Checkpoint
 
 __all__ = ["OnnxModel", "Predictor"]
 
@@ -61,7 +66,10 @@ class Predictor:
     """A model with its class names and palette, ready to predict images.
 
     ``device``: where the model runs (inputs are moved there, results come back to the inputs'
-    device); ``channels_last``/``amp``: as :func:`fcnseg.forward.forward`.
+    device); ``channels_last``/``amp``: as :func:`fcnseg.forward.forward`; ``train_size``: the
+    H×W the model was trained at (``data.resize``): with ``options.scale == "train"`` (the
+    default) every image is resized to it for the network and its probabilities back to the
+    image's size, so results always have the input's size (``None``: the image's own size).
 
         predictor = Predictor.from_checkpoint("runs/camvid")
         labels = predictor.predict(image)      # H×W class indices; image: 3×H×W uint8 or [0, 1]
@@ -74,6 +82,7 @@ class Predictor:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     channels_last: bool = False
     amp: str | None = None
+    train_size: tuple[int, int] | None = None
 
     @classmethod
     def from_checkpoint(
@@ -84,20 +93,52 @@ class Predictor:
         from fcnseg.checkpoint import load_checkpoint
 
         if str(path).endswith(".onnx"):
-            from fcnseg.export import read_onnx_metadata
+            return cls.from_onnx(path)
+        return cls.from_loaded(load_checkpoint(path), device, amp=amp)
 
+    @classmethod
+    def from_onnx(cls, path: str | Path) -> Predictor:
+        """An exported ``.onnx`` file, run with ONNX Runtime on the CPU."""
+        from fcnseg.checkpoint import CheckpointError
+        from fcnseg.export import read_onnx_metadata
+
+        if not Path(path).is_file():
+            raise CheckpointError(f"model {path} does not exist")
+        try:
             meta = read_onnx_metadata(path)
-            return cls(OnnxModel(path, meta["preprocess"]), meta["classes"], meta["palette"])
+            model = OnnxModel(path, meta["preprocess"])
+        except ValueError as err:  # no fcnseg metadata
+            raise CheckpointError(str(err)) from err
+        except Exception as err:  # protobuf and ONNX Runtime raise many types
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise CheckpointError(f"{path} is not a readable ONNX model ({reason})") from err
+        size = train_size(meta.get("train_scale"))
+        return cls(model, meta["classes"], meta["palette"], train_size=size)
 
+    @classmethod
+    def from_loaded(
+        cls, ckpt: Checkpoint, device: str = "auto", *, amp: str | None = None
+    ) -> Predictor:
+        """The model of a loaded checkpoint, on ``device`` (as :meth:`from_checkpoint`)."""
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         dev = torch.device(device)
-        ckpt = load_checkpoint(path)
         # channels_last: 1.14× faster for FCN-8s/VGG16 on CPU (1409 → 1239 ms), same results to
         # float rounding (docs/benchmarks/speed.md).
         model = ckpt.build_model().to(dev, memory_format=torch.channels_last).eval()
         palette = [list(c) for c in ckpt.palette]
-        return cls(model, list(ckpt.classes), palette, dev, channels_last=True, amp=amp)
+        size = train_size(ckpt.train_scale)
+        return cls(model, list(ckpt.classes), palette, dev, channels_last=True, amp=amp,
+                   train_size=size)  # fmt: skip
+
+    def scaled_size(
+        self, size: tuple[int, int] | torch.Size, options: InferenceOptions
+    ) -> tuple[int, int] | None:
+        """The size an image of ``size`` is resized to for the network under ``options``
+        (``None``: none, it is predicted at its own size)."""
+        if options.scale != "train" or self.train_size is None or tuple(size) == self.train_size:
+            return None
+        return self.train_size
 
     def probabilities_batch(
         self, images: torch.Tensor, options: InferenceOptions | None = None
@@ -108,11 +149,18 @@ class Predictor:
         options = options or _PLAIN
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(f"expected B×3×H×W images, got shape {tuple(images.shape)}")
+        size = self.scaled_size(images.shape[-2:], options)
+        if size is not None:
+            p = self._batch(resize_images(images, size), options)
+            return F.interpolate(p, size=images.shape[-2:], mode="bilinear", align_corners=False)
+        return self._batch(images, options)
+
+    def _batch(self, images: torch.Tensor, options: InferenceOptions) -> torch.Tensor:
+        """:meth:`probabilities_batch` at the images' own size."""
         if not _tiled(images, options):
             return self._refined(images, options)
-        if len(images) == 1:
-            return self.probabilities(images[0], options)[None]
-        return torch.stack([self.probabilities(image, options) for image in images])
+        rows = [torch.cat([p for _, p in self._native_rows(image, options)], 1) for image in images]
+        return torch.stack(rows)
 
     def probabilities(
         self, image: torch.Tensor, options: InferenceOptions | None = None
@@ -154,6 +202,18 @@ class Predictor:
         """Finished rows of probabilities, top to bottom, as ``(first row, C×rows×W)``."""
         if image.dim() != 3 or image.shape[0] != 3:
             raise ValueError(f"expected a 3×H×W image, got shape {tuple(image.shape)}")
+        size = self.scaled_size(image.shape[-2:], options)
+        if size is None:
+            yield from self._native_rows(image, options)
+            return
+        small = resize_images(image[None], size)[0]
+        p = torch.cat([q for _, q in self._native_rows(small, options)], 1)
+        yield from resized_rows(p, image.shape[-2:])
+
+    def _native_rows(
+        self, image: torch.Tensor, options: InferenceOptions
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """:meth:`_rows` at the image's own size."""
         if not _tiled(image, options):
             yield 0, self._refined(image[None], options)[0]
             return

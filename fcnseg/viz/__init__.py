@@ -12,18 +12,23 @@ H×W integer arrays or tensors whose values are class indices or ``ignore_index`
 from __future__ import annotations
 
 from fcnseg.viz.labels import (
+    BACKGROUND_NAMES,
     PANEL_IGNORE_COLOR,
+    background_classes,
     colorize,
     label_image,
     overlay,
     save_label_png,
     save_overlay,
     save_panels,
+    text_size_for,
 )
 from fcnseg.viz.plots import plot_confusion, plot_curves, plot_per_class_iou
 
 __all__ = [
+    "BACKGROUND_NAMES",
     "PANEL_IGNORE_COLOR",
+    "background_classes",
     "colorize",
     "label_image",
     "overlay",
@@ -33,4 +38,5 @@ __all__ = [
     "save_label_png",
     "save_overlay",
     "save_panels",
+    "text_size_for",
 ]

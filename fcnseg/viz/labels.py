@@ -1,12 +1,14 @@
 """Class-index masks as pictures: colour masks, overlays, palette PNGs, legends and panels.
 
 Drawn with PIL. Every ``save_*`` function creates the parent directories of ``path`` and writes
-a PNG.
+a PNG. Overlays leave the background (classes named "background" or "_background_", any case)
+and ignored pixels untinted, so the photo shows through there; legends and titles scale with
+the image (:func:`text_size_for`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from functools import lru_cache
 from pathlib import Path
 
@@ -26,19 +28,27 @@ from fcnseg.viz._convert import (
 )
 
 __all__ = [
+    "BACKGROUND_NAMES",
     "PANEL_IGNORE_COLOR",
+    "background_classes",
     "colorize",
     "label_image",
     "overlay",
     "save_label_png",
     "save_overlay",
     "save_panels",
+    "text_size_for",
 ]
 
 #: Colour of ignored pixels in panels (VOC's boundary colour, distinct from black background).
 PANEL_IGNORE_COLOR: RGB = (224, 224, 192)
+#: Class names (any case) that overlays leave untinted unless asked to tint everything.
+BACKGROUND_NAMES = ("background", "_background_")
 _WHITE: RGB = (255, 255, 255)
-_PAD = 4
+#: Text height in px of legends and titles: this fraction of the image's shorter side, at least
+#: :data:`_MIN_TEXT` (readable on small images, in proportion on large ones).
+_TEXT_FRACTION = 1 / 60
+_MIN_TEXT = 12
 
 # --- masks and overlays -----------------------------------------------------------------
 
@@ -58,15 +68,23 @@ def colorize(
     return lut[np.where(valid, m, len(pal))]
 
 
+def background_classes(class_names: Sequence[str]) -> list[int]:
+    """Indices of the classes named "background" or "_background_" (any case)."""
+    return [i for i, name in enumerate(class_names) if name.lower() in BACKGROUND_NAMES]
+
+
 def overlay(
     image: ArrayLike,
     mask: ArrayLike,
     palette: Sequence[Sequence[int]],
     alpha: float = 0.5,
     ignore_index: int = IGNORE_INDEX,
+    *,
+    untinted: Collection[int] = (),
 ) -> np.ndarray:
-    """``(1 − alpha)·image + alpha·colorize(mask)`` as uint8 H×W×3; ignored pixels keep the
-    image. ``alpha=0`` returns the image, ``alpha=1`` the colour mask."""
+    """``(1 − alpha)·image + alpha·colorize(mask)`` as uint8 H×W×3; ignored pixels and those
+    of the ``untinted`` classes keep the image. ``alpha=0`` returns the image, ``alpha=1`` the
+    colour mask."""
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     img = image_array(image)
@@ -75,7 +93,8 @@ def overlay(
         raise ValueError(f"image is {img.shape[:2]} but mask is {m.shape}")
     colours = colorize(m, palette, ignore_index)
     blend = (1.0 - alpha) * img.astype(np.float64) + alpha * colours.astype(np.float64)
-    out = np.where((m != ignore_index)[..., None], blend.round(), img)
+    keep = (m == ignore_index) | np.isin(m, list(untinted))
+    out = np.where(keep[..., None], img, blend.round())
     return out.astype(np.uint8)
 
 
@@ -116,49 +135,63 @@ def save_label_png(
 # --- PIL composition --------------------------------------------------------------------
 
 
-@lru_cache(maxsize=8)
-def _font(size: int = 12) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def text_size_for(height: int, width: int) -> int:
+    """The text height (px) of legends and titles drawn beside an image of this size."""
+    return max(_MIN_TEXT, round(min(height, width) * _TEXT_FRACTION))
+
+
+@lru_cache(maxsize=16)
+def _font(size: int = _MIN_TEXT) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
     except (TypeError, OSError):  # Pillow < 10.1 or no FreeType: the fixed bitmap font
         return ImageFont.load_default()
 
 
-def _text_bbox(text: str) -> tuple[int, int, int, int]:
-    box = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), text, font=_font())
+def _pad(size: int) -> int:
+    return max(4, round(size / 3))
+
+
+def _text_bbox(text: str, size: int) -> tuple[int, int, int, int]:
+    box = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), text, font=_font(size))
     return tuple(int(v) for v in box)  # type: ignore[return-value]
 
 
-def _text_size(text: str) -> tuple[int, int]:
-    left, top, right, bottom = _text_bbox(text)
+def _text_size(text: str, size: int) -> tuple[int, int]:
+    left, top, right, bottom = _text_bbox(text, size)
     return right - left, bottom - top
 
 
-def _draw_text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, align: str) -> None:
+def _draw_text(
+    draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, align: str, size: int
+) -> None:
     """Draw ``text`` left-aligned (``align="l"``) or centred (``"c"``) at ``xy``, vertically
     centred on ``xy[1]`` (without ``anchor=``, which bitmap fonts lack)."""
-    left, top, right, bottom = _text_bbox(text)
+    left, top, right, bottom = _text_bbox(text, size)
     x = xy[0] - left if align == "l" else xy[0] - (left + right) // 2
-    draw.text((x, xy[1] - (top + bottom) // 2), text, fill=(0, 0, 0), font=_font())
+    draw.text((x, xy[1] - (top + bottom) // 2), text, fill=(0, 0, 0), font=_font(size))
 
 
-def _legend(entries: Sequence[tuple[Sequence[int], str]]) -> Image.Image | None:
-    """A white column of colour swatches with names, or ``None`` when there are no entries."""
+def _legend(entries: Sequence[tuple[Sequence[int], str]], size: int) -> Image.Image | None:
+    """A white column of colour swatches with names in text ``size`` px high, or ``None`` when
+    there are no entries."""
     if not entries:
         return None
-    row = max(14, *(_text_size(name)[1] for _, name in entries)) + 4
-    swatch = row - 4
-    width = _PAD + swatch + _PAD + max(_text_size(name)[0] for _, name in entries) + _PAD
-    img = Image.new("RGB", (width, _PAD + row * len(entries) + _PAD), _WHITE)
+    pad = _pad(size)
+    row = max(size + size // 6, *(_text_size(name, size)[1] for _, name in entries)) + pad
+    swatch = row - pad
+    width = pad + swatch + pad + max(_text_size(name, size)[0] for _, name in entries) + pad
+    img = Image.new("RGB", (width, pad + row * len(entries) + pad), _WHITE)
     draw = ImageDraw.Draw(img)
     for i, (colour, name) in enumerate(entries):
-        y = _PAD + i * row
+        y = pad + i * row
         draw.rectangle(
-            (_PAD, y, _PAD + swatch - 1, y + swatch - 1),
+            (pad, y, pad + swatch - 1, y + swatch - 1),
             fill=tuple(int(c) for c in colour),
             outline=(96, 96, 96),
+            width=max(1, size // 24),
         )
-        _draw_text(draw, (2 * _PAD + swatch, y + swatch // 2), name, "l")
+        _draw_text(draw, (2 * pad + swatch, y + swatch // 2), name, "l", size)
     return img
 
 
@@ -183,65 +216,81 @@ def save_overlay(
     class_names: Sequence[str],
     alpha: float = 0.5,
     ignore_index: int = IGNORE_INDEX,
+    *,
+    tint_background: bool = False,
 ) -> list[tuple[int, str]]:
-    """Write the overlay of ``mask`` on ``image`` with a legend of the classes present in the
-    mask (swatch + name) to its right. Returns the legend entries ``[(index, name), ...]``."""
-    blended = overlay(image, mask, palette, alpha, ignore_index)
+    """Write the overlay of ``mask`` on ``image`` with a legend of the tinted classes present
+    in the mask (swatch + name) to its right, in text scaled to the image. The background
+    (:func:`background_classes`) is left untinted and out of the legend unless
+    ``tint_background``. Returns the legend entries ``[(index, name), ...]``."""
+    untinted = [] if tint_background else background_classes(class_names)
+    blended = overlay(image, mask, palette, alpha, ignore_index, untinted=untinted)
     m = mask_array(mask)
-    present = [(k, _class_name(class_names, k)) for k in present_labels(m, ignore_index)]
-    legend = _legend([(palette[k], name) for k, name in present])
+    present = [
+        (k, _class_name(class_names, k))
+        for k in present_labels(m, ignore_index)
+        if k not in untinted
+    ]
+    size = text_size_for(*blended.shape[:2])
+    legend = _legend([(palette[k], name) for k, name in present], size)
     _beside(Image.fromarray(blended), legend).save(prepare_path(path))
     return present
 
 
 def save_panels(
     path: str | Path,
-    rows: Sequence[tuple[ArrayLike, ArrayLike, ArrayLike]],
+    rows: Sequence[Sequence[ArrayLike]],
     palette: Sequence[Sequence[int]],
     class_names: Sequence[str],
     ignore_index: int = IGNORE_INDEX,
     ignore_color: Sequence[int] = PANEL_IGNORE_COLOR,
+    *,
+    titles: Sequence[str] = ("image", "ground truth", "prediction"),
 ) -> list[tuple[int, str]]:
-    """Write a grid with one ``image | ground truth | prediction`` row per sample, column
-    titles on top and a legend of every class present (plus "ignore" if any) on the right.
-    Returns the class legend entries ``[(index, name), ...]``."""
+    """Write a grid with one row per sample, ``(image, mask, ...)`` under ``titles`` (by
+    default ``image | ground truth | prediction``), and a legend of every class present (plus
+    "ignore" if any) on the right, in text scaled to the images. Returns the class legend
+    entries ``[(index, name), ...]``."""
     if not rows:
-        raise ValueError("save_panels needs at least one (image, gt, prediction) row")
+        raise ValueError("save_panels needs at least one (image, mask, ...) row")
     cells: list[list[np.ndarray]] = []
     present: set[int] = set()
     has_ignore = False
-    for i, (image, gt, pred) in enumerate(rows):
-        img, g, p = image_array(image), mask_array(gt), mask_array(pred)
-        if not img.shape[:2] == g.shape == p.shape:
-            raise ValueError(
-                f"row {i}: image {img.shape[:2]}, ground truth {g.shape} and prediction "
-                f"{p.shape} differ in size"
-            )
-        has_ignore = has_ignore or bool((g == ignore_index).any() or (p == ignore_index).any())
-        present.update(present_labels(g, ignore_index) + present_labels(p, ignore_index))
-        colour = [colorize(x, palette, ignore_index, ignore_color) for x in (g, p)]
-        cells.append([img, *colour])
-    titles = ("image", "ground truth", "prediction")
-    widths = [max(max(r[c].shape[1] for r in cells), _text_size(titles[c])[0]) for c in range(3)]
+    for i, (image, *masks) in enumerate(rows):
+        img, ms = image_array(image), [mask_array(m) for m in masks]
+        if len(ms) + 1 != len(titles):
+            raise ValueError(f"row {i} has {len(ms) + 1} pictures for {len(titles)} titles")
+        if any(m.shape != img.shape[:2] for m in ms):
+            sizes = ", ".join(f"{t} {a.shape[:2]}" for t, a in zip(titles, [img, *ms], strict=True))
+            raise ValueError(f"row {i}: {sizes} differ in size")
+        for m in ms:
+            has_ignore = has_ignore or bool((m == ignore_index).any())
+            present.update(present_labels(m, ignore_index))
+        cells.append([img, *(colorize(m, palette, ignore_index, ignore_color) for m in ms)])
+    size = text_size_for(max(r[0].shape[0] for r in cells), max(r[0].shape[1] for r in cells))
+    pad = _pad(size)
+    columns = range(len(titles))
+    widths = [max(max(r[c].shape[1] for r in cells), _text_size(titles[c], size)[0])
+              for c in columns]  # fmt: skip
     heights = [max(c.shape[0] for c in r) for r in cells]
-    header = _text_size("".join(titles))[1] + 2 * _PAD
+    header = _text_size("".join(titles), size)[1] + 2 * pad
     grid = Image.new(
         "RGB",
-        (sum(widths) + 4 * _PAD, header + sum(heights) + (len(cells) + 1) * _PAD - _PAD),
+        (sum(widths) + (len(titles) + 1) * pad, header + sum(heights) + len(cells) * pad),
         _WHITE,
     )
     draw = ImageDraw.Draw(grid)
-    x = _PAD
-    for c, title in enumerate(titles):
-        _draw_text(draw, (x + widths[c] // 2, header // 2), title, "c")
+    x = pad
+    for c in columns:
+        _draw_text(draw, (x + widths[c] // 2, header // 2), titles[c], "c", size)
         y = header
         for r, row in enumerate(cells):
             grid.paste(Image.fromarray(row[c]), (x, y))
-            y += heights[r] + _PAD
-        x += widths[c] + _PAD
+            y += heights[r] + pad
+        x += widths[c] + pad
     entries = [(k, _class_name(class_names, k)) for k in sorted(present)]
     swatches: list[tuple[Sequence[int], str]] = [(palette[k], name) for k, name in entries]
     if has_ignore:
         swatches.append((ignore_color, "ignore"))
-    _beside(grid, _legend(swatches)).save(prepare_path(path))
+    _beside(grid, _legend(swatches, size)).save(prepare_path(path))
     return entries
