@@ -293,7 +293,7 @@ def test_folder_pairs_options(tmp_path: Path) -> None:
     assert len(FolderPairs(root, "fold0", meta=meta)) == 2  # root/<split>.txt
     assert len(FolderPairs(root, "all", meta=meta, list_file="fold0.txt")) == 2
     assert len(FolderPairs(root, str(tmp_path / "fold0.txt"), meta=meta)) == 2
-    with pytest.raises(DataError, match=r"split 'train'.*no split structure"):
+    with pytest.raises(DataError, match=r"no split .train.*holdout=5"):
         FolderPairs(root, "train", meta=meta)
     with pytest.raises(DataError, match="needs meta="):
         FolderPairs(root, "all")

@@ -87,16 +87,19 @@ def _parse_mask_values(raw: Any, source: str) -> dict[int, int]:
     }
 
 
-def load_meta(meta: str | Path | Mapping[str, Any]) -> FolderMeta:
+def load_meta(meta: str | Path | Mapping[str, Any], root: Path | None = None) -> FolderMeta:
     """Parse FolderPairs metadata: a shipped name (``"horse"``, ``"isbi2012"``), a YAML path, or
     an already-loaded mapping. Keys: ``classes`` (list of names, required), ``palette`` (list of
     ``[r, g, b]``, default :func:`default_palette`), ``ignore_index`` (default 255),
     ``mask_values`` (raw mask value → class index or the ignore index), ``images`` / ``masks``
-    (default sub-folder names)."""
+    (default sub-folder names). A relative path is looked up in ``root`` (the data folder) first,
+    then in the working directory."""
     if isinstance(meta, Mapping):
         data, source = dict(meta), "meta mapping"
     else:
         path = Path(meta).expanduser()
+        if root is not None and not path.is_absolute() and (root / path).is_file():
+            path = root / path
         if path.is_file():
             source = str(path)
             try:
@@ -113,7 +116,8 @@ def load_meta(meta: str | Path | Mapping[str, Any]) -> FolderMeta:
             source = f"fcnseg/data/meta/{meta}.yaml"
             text = shipped.read_text(encoding="utf-8")
         else:
-            raise DataError(f"FolderPairs meta file {path} does not exist")
+            where = f" (looked in {root} and the working directory)" if root is not None else ""
+            raise DataError(f"FolderPairs meta file {meta} does not exist{where}")
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -163,10 +167,10 @@ class FolderPairs(PairedFileDataset):
 
     Args:
         root: the data set folder.
-        split: ``"all"`` (every pair) or a list file of stems — a path (absolute or relative to
-            ``root``) or a name ``s`` meaning ``root/s.txt``. Folder data sets such as Weizmann
-            Horse and ISBI 2012 have no split structure; cross-validation selects by index lists
-            (e.g. ``torch.utils.data.Subset``) on top of ``"all"``.
+        split: ``"all"`` (every pair); a sub-folder ``root/<split>/`` holding its own
+            ``images/`` and ``masks/`` (e.g. ``train/`` and ``val/``); or a list file of stems — a
+            path (absolute or relative to ``root``) or a name ``s`` meaning ``root/s.txt``.
+            ``holdout`` or ``folds`` split a flat folder into ``train`` / ``val`` instead.
         images, masks: sub-folder names (absolute paths allowed); default: the meta file's, else
             ``"images"`` / ``"masks"``.
         meta: required: a shipped name (``"horse"``, ``"isbi2012"``), a YAML path or a mapping;
@@ -204,7 +208,7 @@ class FolderPairs(PairedFileDataset):
                 f"{available_meta()}, a YAML file with 'classes' (and optional 'palette', "
                 "'ignore_index', 'mask_values'), or such a mapping"
             )
-        info = load_meta(meta)
+        info = load_meta(meta, root)
         self.meta_info = info
         self.classes = info.classes
         self.palette = info.palette
@@ -224,10 +228,15 @@ class FolderPairs(PairedFileDataset):
                 )
             self.label_map = LabelMap(values, name="mask_values table")
         self.split = split
-        self.image_dir = root / (images or info.images or "images")
-        self.mask_dir = root / (masks or info.masks or "masks")
         generated = (holdout > 0 or folds > 0) and list_file is None and split in ("train", "val")
-        list_path = None if generated else self._list_path(root, split, list_file)
+        base = root
+        if not generated and list_file is None and split != "all" and (root / split).is_dir():
+            base = root / split  # a split folder: root/train/images, root/train/masks, …
+        self.image_dir = base / (images or info.images or "images")
+        self.mask_dir = base / (masks or info.masks or "masks")
+        list_path = None
+        if not generated and base is root:
+            list_path = self._list_path(root, split, list_file)
         ids = None if list_path is None else read_id_list(list_path)
         samples = pair_by_stem(self.image_dir, self.mask_dir, ids=ids, source=list_path)
         if generated and holdout > 0:
@@ -254,6 +263,8 @@ class FolderPairs(PairedFileDataset):
             if candidate.is_file():
                 return candidate
         raise DataError(
-            f"FolderPairs split {split!r}: no list file {root / (split + '.txt')} (nor {split}); "
-            "folder data sets have no split structure: use split='all' or pass a list file"
+            f"no split {split!r} in {root}: no folder {root / split}/ with images/ and masks/, "
+            f"and no list file {root / (split + '.txt')}; split a flat folder with "
+            "data.options.holdout=5 (every 5th pair is val) or data.options.folds=K, or use "
+            "split all"
         )
