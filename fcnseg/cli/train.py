@@ -46,6 +46,13 @@ def _train(args: argparse.Namespace) -> int:
     trainer = None
     try:
         trainer = Trainer(cfg, run_dir, resume=args.resume, progress=not args.no_progress)
+        trainer.check_finished()
+        for change in trainer.resume_changes if trainer.dist.is_main else []:
+            print(
+                f"fcnseg train: --resume changes {change.describe()} (recorded in "
+                f"{run_dir / 'config.yaml'})",
+                file=sys.stderr,
+            )
         result = trainer.train(stop_at=args.stop_at)
     except TrainingInterrupted as stop:
         if trainer is None or trainer.dist.is_main:

@@ -106,7 +106,8 @@ class Checkpointer:
             raise FloatingPointError(
                 f"the weights are not finite after iteration {iteration} ({bad[0]} holds "
                 f"NaN/inf); refusing to overwrite {path}. Last good checkpoint: "
-                f"{self.last_good()}; resume from it with --resume (e.g. with a lower train.lr)"
+                f"{self.last_good()}; start a new run from it with a lower train.lr "
+                "(--set model.init_from=THAT_FILE -o NEW_RUN)"
             )
         try:
             if state is None:
@@ -120,16 +121,26 @@ class Checkpointer:
             ) from err
         self.last = (path, iteration)
 
-    def resume(
-        self, net: nn.Module, device: torch.device, stateful: dict[str, Any], hint: str
-    ) -> ResumedState:
-        """Load ``last`` into ``net`` and each object of ``stateful`` (name → object with
-        ``load_state_dict``), restore the RNGs; the stored model spec must equal this run's in
-        every field."""
+    def read_last(self) -> tuple[ckpt.Checkpoint, dict[str, Any]]:
+        """The resumable pair ``last`` (weights, training state), after completing or
+        discarding what a killed save left (main process; the others wait)."""
         if self.dist.is_main:
             ckpt.repair_resumable(self.dir, "last")
         barrier()
-        loaded, state = ckpt.load_resumable(self.dir, "last")
+        return ckpt.load_resumable(self.dir, "last")
+
+    def resume(
+        self,
+        net: nn.Module,
+        device: torch.device,
+        stateful: dict[str, Any],
+        hint: str,
+        last: tuple[ckpt.Checkpoint, dict[str, Any]] | None = None,
+    ) -> ResumedState:
+        """Load ``last`` (:meth:`read_last` when not given) into ``net`` and each object of
+        ``stateful`` (name → object with ``load_state_dict``), restore the RNGs; the stored
+        model spec must equal this run's in every field."""
+        loaded, state = last if last is not None else self.read_last()
         labels = ("checkpoint", "this run")
         diffs = spec_differences(loaded.model, self.meta["model_spec"], labels=labels)
         if diffs:

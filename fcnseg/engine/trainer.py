@@ -28,13 +28,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from fcnseg.checkpoint import Checkpoint
 from fcnseg.config import Config
+from fcnseg.data.label_check import check_labels
 from fcnseg.data.transforms import PadCollate, fill_from_preprocess
-from fcnseg.engine import build
+from fcnseg.engine import build, resume
 from fcnseg.engine.checkpointer import Checkpointer
 from fcnseg.engine.distributed import barrier, setup
 from fcnseg.engine.evaluate import evaluate, write_report
 from fcnseg.engine.interrupt import StopRequests
+from fcnseg.engine.resume import Change
 from fcnseg.engine.runlog import VAL_FIELDS, RunLog
 from fcnseg.forward import forward
 from fcnseg.inference.scale import train_scale
@@ -77,10 +80,16 @@ class Trainer:
     ) -> None:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
-        self.dist, self.device = setup(cfg.train.device)
+        self.dist, self.device = setup(cfg.train.device, what="train.device")
         _seed_everything(cfg.train.seed)
+        #: Config keys this resume changed (see :mod:`fcnseg.engine.resume`).
+        self.resume_changes: list[Change] = []
+        self._unrecorded: list[Change] = []  # recorded in config.yaml once training goes on
+        last = self._resume_point() if resume else None  # refuses before any work
         d = cfg.data
         train_set = build.build_split(cfg, d.train_split)
+        if last is None:  # a resumed run was checked when it started
+            check_labels(train_set, split=d.train_split)
         self.val_set = build.dataset_for_eval(cfg, d.val_split)
         self.classes = list(train_set.classes)
         self.num_classes = len(self.classes)
@@ -118,8 +127,8 @@ class Trainer:
         self.stops = StopRequests(self.dist, self.device)
         self.runlog = RunLog(self.run_dir, enabled=self.dist.is_main, progress=progress)
         self.checkpointer = Checkpointer(self.run_dir, self.meta(), self.dist)
-        if resume:
-            self._resume()
+        if last is not None:
+            self._resume(last)
         elif self.dist.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             cfg.dump(self.run_dir / "config.yaml")
@@ -155,13 +164,20 @@ class Trainer:
             "train_scale": train_scale(self.cfg),  # what inference resizes to (fcnseg.inference)
         }
 
-    def _resume(self) -> None:
+    def _resume_point(self) -> tuple[Checkpoint, dict[str, Any]]:
+        """The run's last checkpoint, once the config given now is one it may continue with
+        (:mod:`fcnseg.engine.resume`)."""
+        loaded, state = Checkpointer(self.run_dir, {}, self.dist).read_last()
+        self.resume_changes = self._unrecorded = resume.check(loaded, self.cfg, self.run_dir)
+        return loaded, state
+
+    def _resume(self, last: tuple[Checkpoint, dict[str, Any]]) -> None:
         hint = (
             f"resume with the run's own config ({self.run_dir / 'config.yaml'}) or start a new "
             "run with another -o"
         )
         stateful = {"optimizer": self.optimizer, "scheduler": self.scheduler, "scaler": self.scaler}
-        state = self.checkpointer.resume(self.net, self.device, stateful, hint)
+        state = self.checkpointer.resume(self.net, self.device, stateful, hint, last)
         self.iteration = state.iteration
         self.best_mean_iu = state.best_mean_iu
         self.metrics = state.metrics
@@ -195,9 +211,18 @@ class Trainer:
         with self.stops.catching() if handle_signals else nullcontext():
             return self._train(stop_at)
 
+    def check_finished(self) -> None:
+        """Raise :class:`~fcnseg.engine.resume.RunFinished` if a resumed run has nothing left
+        to do (see :func:`fcnseg.engine.resume.check_finished`)."""
+        resume.check_finished(self.run_dir, self.iteration, self.cfg.train.iterations)
+
     def _train(self, stop_at: int | None) -> TrainResult:
         t = self.cfg.train
         total = t.iterations
+        self.check_finished()
+        if self._unrecorded and self.dist.is_main:
+            resume.record_changes(self.run_dir, self.cfg, self._unrecorded, self.iteration)
+        self._unrecorded = []
         end = total if stop_at is None else min(stop_at, total)
         # Created after the signal handlers: forked workers inherit (and ignore) them.
         batches = self.batches(self.iteration * self.cfg.data.batch_size * t.iter_size)
@@ -220,6 +245,9 @@ class Trainer:
                 self._checkpoint_or_stop(end)
         finally:
             self.runlog.close()
+        if self.iteration == total and self._matrix is None:
+            # Resumed after the last checkpoint but before the report: evaluate that checkpoint.
+            self.metrics, self._matrix, _ = self.run_eval()
         if self.iteration == total and self.dist.is_main:
             # The evaluation at the last iteration already ran (eval_every or the final step).
             extra = {"iteration": self.iteration}
@@ -315,8 +343,9 @@ class Trainer:
         if self.cfg.train.on_nonfinite == "stop":
             raise FloatingPointError(
                 f"{message}. Stopped (train.on_nonfinite=stop): resume from the checkpoint "
-                "with --resume (e.g. with a lower train.lr), or set train.on_nonfinite=skip "
-                "to skip such steps"
+                "with --resume --set train.on_nonfinite=skip to skip such steps, or start a "
+                "new run from it with a lower train.lr (--set model.init_from=THAT_FILE -o "
+                "NEW_RUN)"
             )
         with torch.no_grad():
             for buffer, value in zip(self.net.buffers(), kept, strict=True):
@@ -327,8 +356,8 @@ class Trainer:
         if broken:  # an earlier step overflowed the weights: skipping cannot help
             raise FloatingPointError(
                 f"{message}; the weights themselves are not finite ({broken[0]}), so "
-                "skipping cannot help: resume from the checkpoint with --resume and a lower "
-                "train.lr"
+                "skipping cannot help: start a new run from the checkpoint with a lower "
+                "train.lr (--set model.init_from=THAT_FILE -o NEW_RUN)"
             )
         log.warning("%s; skipping this step (train.on_nonfinite=skip)", message)
         self.skipped_steps += 1
