@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 from fcnseg.data.base import IGNORE_INDEX
 
-__all__ = ["ConfusionMatrix"]
+__all__ = ["ConfusionMatrix", "absent_note"]
 
 
 class ConfusionMatrix:
@@ -116,8 +116,8 @@ class ConfusionMatrix:
         class present only in predictions (``t_i = 0``, false positives only) counts in
         ``mean_iu`` with IU 0, but not in ``mean_acc`` (its accuracy 0/0 is undefined, NaN); it
         adds nothing to ``fw_iu`` (weight ``t_i = 0``). ``present`` lists the classes counted in
-        ``mean_iu`` (those in ground truth or predictions). With no pixels at all, every metric
-        is NaN.
+        ``mean_iu`` (those in ground truth or predictions), ``in_ground_truth`` those with
+        ``t_i > 0`` (see :func:`absent_note`). With no pixels at all, every metric is NaN.
 
         ``per_class_iu``/``per_class_acc``/``present`` are dicts keyed by class name when
         ``class_names`` is given, else lists indexed by class.
@@ -158,6 +158,7 @@ class ConfusionMatrix:
             "per_class_iu": per_class(iu.tolist()),
             "per_class_acc": per_class(acc.tolist()),
             "present": per_class(present.tolist()),
+            "in_ground_truth": per_class(in_gt.tolist()),
         }
 
     def __repr__(self) -> str:
@@ -165,3 +166,17 @@ class ConfusionMatrix:
             f"{type(self).__name__}(num_classes={self.num_classes}, "
             f"ignore_index={self.ignore_index}, pixels={int(self.matrix.sum())})"
         )
+
+
+def absent_note(metrics: dict[str, Any]) -> str:
+    """``""``, or a note naming the classes absent from the ground truth of ``metrics`` (from
+    :meth:`ConfusionMatrix.compute`): their IoU is undefined or 0, so the mean IU is over the
+    others — a perfect mean IU over one class of two is not a perfect model."""
+    flags = metrics.get("in_ground_truth")
+    if flags is None:
+        return ""
+    items = flags.items() if isinstance(flags, dict) else enumerate(flags)
+    absent = [str(name) for name, flag in items if not flag]
+    if not absent:
+        return ""
+    return f" ({', '.join(absent)} absent from the ground truth: this mean IU does not measure it)"

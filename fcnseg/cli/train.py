@@ -18,13 +18,21 @@ __all__ = ["add_demo_parser", "add_train_parser"]
 def _train(args: argparse.Namespace) -> int:
     import shlex
 
-    from fcnseg.config import ConfigError, load_config
+    from fcnseg.cli.data import resolve_run_config, save_config
+    from fcnseg.config import ConfigError
+    from fcnseg.data.base import DataError
     from fcnseg.engine.trainer import Trainer, TrainingInterrupted
 
-    try:
-        cfg = load_config(args.config, args.set)
-    except ConfigError as err:
+    try:  # a config file or shipped name, or a data folder (surveyed, with the recipe)
+        cfg, report = resolve_run_config(args.config, args.set, progress=not args.no_progress)
+    except (ConfigError, DataError) as err:
         raise SystemExit(f"fcnseg train: {err}") from err
+    if report:
+        print("\n".join(report))
+    if args.save_config:
+        save_config(cfg, args.save_config, args.config)
+        print(f"wrote {args.save_config}; edit it, then: fcnseg train {args.save_config}")
+        return 0
     run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     last = run_dir / "checkpoints" / "last"
     if not args.resume and any(
@@ -35,7 +43,6 @@ def _train(args: argparse.Namespace) -> int:
             "choose another -o"
         )
     from fcnseg.checkpoint import CheckpointError
-    from fcnseg.data.base import DataError
 
     sets = [x for item in args.set for x in ("--set", item)]
     extra = ["--stop-at", str(args.stop_at)] if args.stop_at is not None else []
@@ -75,7 +82,11 @@ def _train(args: argparse.Namespace) -> int:
     if trainer.dist.is_main:
         print(f"run directory: {result.run_dir}")
         if result.metrics:
-            print(f"val mean IU {result.metrics['mean_iu']:.4f} at iteration {result.iteration}")
+            from fcnseg.metrics import absent_note
+
+            mean_iu = result.metrics["mean_iu"]
+            note = absent_note(result.metrics)
+            print(f"val mean IU {mean_iu:.4f} at iteration {result.iteration}{note}")
     return 0
 
 
@@ -88,12 +99,19 @@ def _demo(args: argparse.Namespace) -> int:
 
 def add_train_parser(sub: _Subparsers) -> None:
     p = sub.add_parser("train", help="train from a YAML config (file or shipped name)")
-    p.add_argument("config", help="config file, or a shipped config name (fcnseg/configs)")
+    p.add_argument(
+        "config",
+        help="config file, shipped config name (fcnseg/configs), or a data folder with images/ "
+        "and masks/ (its classes are inferred and printed; see fcnseg inspect)",
+    )
     p.add_argument("-o", "--out", help="run directory (default: runs/<config name>)")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
     )
     p.add_argument("--resume", action="store_true", help="continue the run in the run directory")
+    p.add_argument(
+        "--save-config", metavar="FILE", help="write the resolved config as YAML and stop"
+    )
     p.add_argument("--stop-at", type=int, help="stop (with a checkpoint) after this iteration")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_train)

@@ -88,7 +88,7 @@ def label_stats(
     images_with = np.zeros(k, dtype=np.int64)
     ignored = 0
     sizes = []
-    if progress:
+    if progress and len(indices) > 50:
         from tqdm import tqdm
 
         indices = tqdm(indices, desc="checking labels", unit="mask", leave=False)

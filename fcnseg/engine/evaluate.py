@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from fcnseg.inference import InferenceOptions, Predictor
-from fcnseg.metrics import ConfusionMatrix
+from fcnseg.metrics import ConfusionMatrix, absent_note
 
 if TYPE_CHECKING:
     from fcnseg.config import Config
@@ -88,7 +88,7 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     """A small text table: the four metrics, then per-class IoU."""
     lines = [
         f"pixel acc {metrics['pixel_acc']:.4f}   mean acc {metrics['mean_acc']:.4f}   "
-        f"mean IU {metrics['mean_iu']:.4f}   fw IU {metrics['fw_iu']:.4f}",
+        f"mean IU {metrics['mean_iu']:.4f}   fw IU {metrics['fw_iu']:.4f}" + absent_note(metrics),
         "",
         f"{'class':<20} {'IoU':>7} {'acc':>7}",
     ]

@@ -41,6 +41,7 @@ from fcnseg.engine.resume import Change
 from fcnseg.engine.runlog import VAL_FIELDS, RunLog
 from fcnseg.forward import forward
 from fcnseg.inference.scale import train_scale
+from fcnseg.metrics import absent_note
 
 __all__ = ["TrainResult", "Trainer", "TrainingInterrupted"]
 
@@ -392,7 +393,7 @@ class Trainer:
         self.runlog.row({"iteration": self.iteration, **{k: metrics[k] for k in VAL_FIELDS}})
         self.runlog.message(
             f"[{self.iteration}] val mean IU {metrics['mean_iu']:.4f}  "
-            f"pixel acc {metrics['pixel_acc']:.4f}"
+            f"pixel acc {metrics['pixel_acc']:.4f}{absent_note(metrics)}"
         )
         if metrics["mean_iu"] > self.best_mean_iu:
             self.best_mean_iu = metrics["mean_iu"]
