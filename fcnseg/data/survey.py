@@ -110,7 +110,7 @@ def _read(path: Path) -> tuple[np.ndarray, list[int] | None]:
 def _infer_grey(values: dict[int, int]) -> tuple[int, dict[int, int] | None, int, str]:
     """(number of classes, raw → class map or None, ignore index, description)."""
     raw = sorted(values)
-    if set(raw) <= {0, 255}:
+    if set(raw) <= {0, 255} and 255 in values:
         return 2, {0: 0, 255: 1}, IGNORE_INDEX, "0 → class 0, 255 → class 1 (binary masks)"
     indices = [v for v in raw if v != IGNORE_INDEX]
     top = max(indices)
