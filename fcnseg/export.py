@@ -13,12 +13,18 @@ sample (odd ones, batch 2). Where the dynamo exporter cannot keep every size sym
 ceil-mode pools of AlexNet and GoogLeNet give floor/ceil size expressions it fails on or
 specialises), fcnseg falls back to the TorchScript-based exporter, whose traced shape
 arithmetic stays dynamic, and checks that file the same way.
+
+An ONNX export is one self-contained ``.onnx`` file. Only a model too large for one protobuf
+(:data:`ONNX_SINGLE_FILE_LIMIT`, 2 GB) uses ONNX's external-data layout: ``NAME.onnx`` plus its
+weights in ``NAME.onnx.data`` beside it (:func:`exported_files` lists them; keep them together).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +32,15 @@ import torch
 
 from fcnseg.checkpoint import load_checkpoint
 
-__all__ = ["export_model", "read_onnx_metadata"]
+__all__ = ["export_model", "exported_files", "read_onnx_metadata"]
 
 log = logging.getLogger(__name__)
 
 #: Max |ONNX Runtime − PyTorch| on the logits, relative to their largest magnitude (float32
 #: operations reordered by the runtime).
 ONNX_TOLERANCE = 1e-4
+#: Largest ONNX model written as one file (protobuf's 2 GB limit); larger ones get a ``.data``.
+ONNX_SINGLE_FILE_LIMIT = 2**31 - 1
 #: (batch, height, width) at which an exported file is checked against PyTorch.
 CHECK_SHAPES = ((1, 67, 45), (2, 31, 33), (1, 100, 101))
 
@@ -61,11 +69,16 @@ def export_model(
     fmt: str = "onnx",
     sample_size: tuple[int, int] = (64, 64),
 ) -> Path:
-    """Export ``checkpoint`` to ``out`` as ``"onnx"`` or ``"torchscript"``."""
+    """Export ``checkpoint`` to the file ``out`` as ``"onnx"`` or ``"torchscript"``; returns
+    ``out`` (see :func:`exported_files` for an ONNX model over 2 GB)."""
+    if fmt not in ("onnx", "torchscript"):
+        raise ValueError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
+    out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"{out} is a folder; name the file to write, e.g. {out / 'model.onnx'}")
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.build_model().eval()
     sample = torch.randn(1, 3, *sample_size)
-    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = _metadata(ckpt)
     if fmt == "torchscript":
@@ -73,23 +86,75 @@ def export_model(
             traced = torch.jit.trace(model, sample, check_trace=False)
         torch.jit.save(traced, str(out), _extra_files={k: v.encode() for k, v in meta.items()})
         return out
-    if fmt != "onnx":
-        raise ValueError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
     import onnx
 
-    try:
-        _export_onnx(model, sample, out, dynamo=True)
-        _check_onnx(out, model)
-    except Exception as err:  # torch.export failed, or the graph specialised a size
-        log.info("dynamo ONNX export unusable (%s); using the TorchScript-based exporter", err)
-        _export_onnx(model, sample, out, dynamo=False)
-        _check_onnx(out, model)
-    proto = onnx.load(str(out))
-    for key, value in meta.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(out))
+    # Exporters may write NAME.onnx.data beside their file: stage in a private folder, then
+    # write exactly the file(s) this export names.
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+        staged = Path(tmp) / "export" / "model.onnx"
+        try:
+            staged.parent.mkdir()
+            _export_onnx(model, sample, staged, dynamo=True)
+            _check_onnx(staged, model)
+        except Exception as err:  # torch.export failed, or the graph specialised a size
+            log.info("dynamo ONNX export unusable (%s); using the TorchScript-based exporter", err)
+            staged = Path(tmp) / "fallback" / "model.onnx"
+            staged.parent.mkdir()
+            _export_onnx(model, sample, staged, dynamo=False)
+            _check_onnx(staged, model)
+        proto = onnx.load(str(staged))  # any external data read back into the model
+        for key, value in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = key, value
+        _save_onnx(proto, out, Path(tmp))
     return out
+
+
+def _save_onnx(proto: Any, out: Path, tmp: Path) -> None:
+    """Write ``proto`` as ``out`` alone, or with ``out.data`` when over the single-file limit
+    (written in ``tmp`` first, then moved into place)."""
+    import onnx
+
+    data = out.with_name(out.name + ".data")
+    try:
+        single = proto.ByteSize() <= ONNX_SINGLE_FILE_LIMIT
+    except Exception:  # protobuf refuses to size a message that large
+        single = False
+    final = tmp / out.name
+    if single:
+        onnx.save_model(proto, str(final))
+        if data.exists():
+            log.warning("%s is not part of this export (%s is self-contained)", data, out)
+    else:
+        onnx.save_model(
+            proto,
+            str(final),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data.name,
+        )
+        os.replace(tmp / data.name, data)
+    os.replace(final, out)
+
+
+def exported_files(path: str | Path) -> list[Path]:
+    """The files an export consists of: ``path``, then the external-data files its ONNX graph
+    reads (none for a self-contained file, i.e. any model under 2 GB)."""
+    path = Path(path)
+    if path.suffix != ".onnx":
+        return [path]
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    proto = onnx.load(str(path), load_external_data=False)
+    locations = {
+        entry.value
+        for tensor in proto.graph.initializer
+        if uses_external_data(tensor)
+        for entry in tensor.external_data
+        if entry.key == "location"
+    }
+    return [path, *(path.parent / name for name in sorted(locations))]
 
 
 def _export_onnx(model: torch.nn.Module, sample: torch.Tensor, out: Path, *, dynamo: bool) -> None:

@@ -244,22 +244,23 @@ def _clone_to(model: nn.Module, dev: torch.device) -> nn.Module:
     """Deep-copy ``model`` with parameters/buffers placed on ``dev``.
 
     Tensors are pre-seeded in the deepcopy memo so real weights are never copied needlessly:
-    on meta they become empty meta tensors; parameters already on ``dev`` are shared (the pass
-    runs under ``no_grad`` in eval mode), buffers are cloned. Tied tensors stay tied.
+    on meta they become empty meta tensors (meta ones become uninitialised tensors on ``dev``);
+    parameters already on ``dev`` are shared (the pass runs under ``no_grad`` in eval mode),
+    buffers are cloned. Tied tensors stay tied.
     """
     memo: dict[int, Any] = {}
     for t in (*model.parameters(), *model.buffers()):
         if is_lazy(t):
             continue  # let deepcopy make an independent uninitialised copy
+        empty = dev.type == "meta" or t.device.type == "meta"  # no values to copy or to read
         if isinstance(t, nn.Parameter):
             if dev.type != "meta" and t.device == dev:
                 new: torch.Tensor = t
             else:
-                data = torch.empty_like(t, device=dev) if dev.type == "meta" else t.detach().to(dev)
+                data = torch.empty_like(t, device=dev) if empty else t.detach().to(dev)
                 new = nn.Parameter(data, requires_grad=t.requires_grad)
         else:
-            meta = dev.type == "meta"
-            new = torch.empty_like(t, device=dev) if meta else t.detach().to(dev, copy=True)
+            new = torch.empty_like(t, device=dev) if empty else t.detach().to(dev, copy=True)
         memo[id(t)] = new
     return copy.deepcopy(model, memo)
 

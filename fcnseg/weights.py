@@ -24,12 +24,17 @@ __all__ = [
     "IMAGENET_TORCHVISION",
     "BackboneWeights",
     "Preprocess",
+    "WeightsFileError",
     "WeightsUnavailableError",
     "load_backbone_weights",
     "read_state_dict",
 ]
 
 log = logging.getLogger("fcnseg")
+
+
+class WeightsFileError(ValueError):
+    """A weights file named by the user is missing or is not a state dict (a config mistake)."""
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -136,12 +141,13 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     """Read a ``.safetensors`` or ``.pth``/``.pt`` state dict (float16 cast to float32).
 
     Returns ``(state_dict, metadata)``; a ``.pth`` holding ``{"state_dict": …}`` or
-    ``{"model": …}`` is unwrapped.
+    ``{"model": …}`` is unwrapped. A missing file is a :class:`WeightsFileError`.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(
-            f"weights file {path} does not exist (expected a torchvision-format state dict, "
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise WeightsFileError(
+            f"weights file {path} {what} (expected a torchvision-format state dict, "
             ".safetensors or .pth)"
         )
     metadata: dict[str, str] = {}
@@ -153,18 +159,18 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
                 metadata = dict(f.metadata() or {})
                 state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
         except (SafetensorError, OSError, ValueError) as err:
-            raise ValueError(f"{path} is not a readable safetensors file: {err}") from err
+            raise WeightsFileError(f"{path} is not a readable safetensors file: {err}") from err
     else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # torch raises many types for corrupt pickles
             why = "not tensors only, or no PyTorch file" if "weights_only" in str(err) else err
-            raise ValueError(f"{path} is not a readable PyTorch state dict: {why}") from err
+            raise WeightsFileError(f"{path} is not a readable PyTorch state dict: {why}") from err
         for key in ("state_dict", "model"):
             if isinstance(obj, dict) and isinstance(obj.get(key), dict):
                 obj = obj[key]
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-            raise ValueError(f"{path} does not contain a state dict of tensors")
+            raise WeightsFileError(f"{path} does not contain a state dict of tensors")
         state = obj
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     return state, metadata

@@ -26,6 +26,7 @@ from fcnseg.models import build_backbone, fcn8s
 from fcnseg.weights import (
     IMAGENET_TORCHVISION,
     Preprocess,
+    WeightsFileError,
     WeightsUnavailableError,
     load_backbone_weights,
     read_state_dict,
@@ -307,10 +308,10 @@ def test_float16_pth_is_cast_to_float32(resnet18_state, tmp_path):
 
 def test_missing_file_names_the_path(tmp_path):
     path = tmp_path / "nope" / "vgg16.safetensors"
-    with pytest.raises(FileNotFoundError, match="does not exist") as info:
+    with pytest.raises(WeightsFileError, match="does not exist") as info:
         fcn8s(backbone="vgg16", num_classes=11, backbone_weights=path)
     assert str(path) in str(info.value)
-    with pytest.raises(FileNotFoundError) as info:
+    with pytest.raises(WeightsFileError) as info:
         load_backbone_weights(str(path), "vgg16")
     assert str(path) in str(info.value)
 

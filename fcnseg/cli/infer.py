@@ -74,35 +74,37 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from fcnseg.checkpoint import CheckpointError
-    from fcnseg.export import export_model
+    from fcnseg.export import export_model, exported_files
 
-    try:
-        path = export_model(args.checkpoint, args.out, fmt=args.format)
-    except (CheckpointError, ValueError) as err:
-        raise SystemExit(f"fcnseg export: {err}") from err
-    print(f"wrote {path}")
+    path = export_model(args.checkpoint, args.out, fmt=args.format)
+    files = exported_files(path)
+    if len(files) > 1:  # over 2 GB: ONNX's external-data layout, two files that travel together
+        data = ", ".join(str(f) for f in files[1:])
+        print(f"wrote {path} with its weights in {data} (keep them together)")
+    else:
+        print(f"wrote {path}")
     return 0
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from fcnseg.checkpoint import CheckpointError
     from fcnseg.inference import Predictor
-    from fcnseg.serve.app import ServeLimits, run_server
+    from fcnseg.serve import ServeLimits, run_server
 
     options = inference_options(args)
-    try:
-        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
-    except (CheckpointError, ValueError) as err:
-        raise SystemExit(f"fcnseg serve: {err}") from err
+    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
     limits = ServeLimits(
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=args.max_pixels,
         max_concurrent=args.max_concurrent,
         max_queue=args.max_queue,
     )
-    print(f"fcnseg serve: http://{args.host}:{args.port}/  (API docs at /docs; Ctrl-C stops)")
-    run_server(predictor, host=args.host, port=args.port, limits=limits, options=options)
+
+    def ready(url: str) -> None:
+        print(f"fcnseg serve: {url}  (API docs at /docs; Ctrl-C stops)", flush=True)
+
+    run_server(
+        predictor, host=args.host, port=args.port, limits=limits, options=options, on_ready=ready
+    )
     return 0
 
 
@@ -165,7 +167,7 @@ def add_serve_parser(sub: _Subparsers) -> None:
     p = sub.add_parser("serve", help="HTTP API + web page: upload an image, see the overlay")
     p.add_argument("checkpoint", help="checkpoint file, run directory or exported .onnx")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: a free one)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="413 beyond (default 20)")
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="413 beyond (default 40M)")
     p.add_argument("--max-concurrent", type=int, default=1, help="inferences at once (1)")

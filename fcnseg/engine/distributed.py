@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from fcnseg.device import resolve_device
+
 __all__ = ["DistInfo", "barrier", "cleanup", "setup"]
 
 
@@ -28,17 +30,16 @@ class DistInfo:
         return self.rank == 0
 
 
-def setup(device: str = "auto") -> tuple[DistInfo, torch.device]:
+def setup(device: str = "auto", *, what: str = "device") -> tuple[DistInfo, torch.device]:
     """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1); pick the device.
 
-    Backend: NCCL on CUDA, gloo on CPU. ``device="auto"`` means CUDA when available.
+    Backend: NCCL on CUDA, gloo on CPU. ``device="auto"`` means CUDA when available; a device
+    this machine lacks is a ``ValueError`` naming ``what`` (the flag or config key).
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    dev = resolve_device(device, what=what)
     if dev.type == "cuda":
         index = local if world > 1 else (dev.index or 0)
         dev = torch.device("cuda", index)

@@ -6,6 +6,7 @@
 See :mod:`fcnseg.serve.app` for the endpoints and limits.
 """
 
-from fcnseg.serve.app import ServeLimits, create_app, run_server
+from fcnseg.serve.app import ServeLimits, create_app
+from fcnseg.serve.server import BindError, run_server
 
-__all__ = ["ServeLimits", "create_app", "run_server"]
+__all__ = ["BindError", "ServeLimits", "create_app", "run_server"]

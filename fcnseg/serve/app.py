@@ -40,7 +40,7 @@ from fcnseg.data.io import read_image
 from fcnseg.inference import InferenceOptions, Predictor
 from fcnseg.viz import label_image
 
-__all__ = ["ServeLimits", "create_app", "run_server"]
+__all__ = ["ServeLimits", "create_app"]
 
 log = logging.getLogger("fcnseg.serve")
 
@@ -287,22 +287,3 @@ def create_app(
     app.add_exception_handler(Exception, _unexpected)
     return app
 
-
-def run_server(
-    predictor: Predictor,
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    limits: ServeLimits | None = None,
-    options: InferenceOptions | None = None,
-    log_level: str = "info",
-) -> None:
-    """Serve ``predictor`` with uvicorn until interrupted (``options``: as :func:`create_app`)."""
-    import uvicorn
-
-    app = create_app(predictor, limits=limits, options=options)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning(
-            "serving on %s: reachable from other machines; there is no authentication", host
-        )
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
