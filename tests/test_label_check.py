@@ -80,3 +80,13 @@ def test_sampling_reads_at_most_max_masks(tmp_path: Path) -> None:
     stats = label_stats(FolderPairs(root, meta=META), max_masks=3)
     assert (stats.masks, stats.total) == (3, 7)
     assert label_problems(label_stats(FolderPairs(root, meta=META), max_masks=3)) == []
+
+
+def test_values_outside_the_classes_are_an_error_naming_a_file(tmp_path: Path) -> None:
+    """Caught before training from the counts (a load would fail only when that mask comes up)."""
+    root = _folder(tmp_path / "d", [_object(1), _object(7)])
+    dataset = FolderPairs(root, meta=META)
+    stats = label_stats(dataset)
+    assert stats.outside == {7: 48} and stats.outside_example.endswith("s1.png")
+    with pytest.raises(DataError, match=r"values 7 \(48 px\) outside the classes 0..1.*s1.png"):
+        check_labels(dataset)

@@ -42,6 +42,10 @@ class LabelStats:
     masks: int
     total: int
     sizes: list[tuple[int, int]] = field(default_factory=list)
+    #: Values outside the classes and the ignore label → pixels holding them.
+    outside: dict[int, int] = field(default_factory=dict)
+    #: The first mask (file or sample name) holding such a value.
+    outside_example: str | None = None
 
     @property
     def labelled(self) -> int:
@@ -88,26 +92,39 @@ def label_stats(
     images_with = np.zeros(k, dtype=np.int64)
     ignored = 0
     sizes = []
+    outside: dict[int, int] = {}
+    example = None
     if progress and len(indices) > 50:
         from tqdm import tqdm
 
         indices = tqdm(indices, desc="checking labels", unit="mask", leave=False)
     for i in indices:
-        mask = torch.as_tensor(_mask_of(dataset, i))
+        mask = torch.as_tensor(_mask_of(dataset, i)).as_subclass(torch.Tensor)
         sizes.append((int(mask.shape[-2]), int(mask.shape[-1])))
         flat = mask.reshape(-1)
         if ignore is not None:
             is_ignored = flat == ignore
             ignored += int(is_ignored.sum())
             flat = flat[~is_ignored]
-        # Out-of-range labels are load errors (check_pair); bincount only sees valid ones.
-        flat = flat[(flat >= 0) & (flat < k)]
+        valid = (flat >= 0) & (flat < k)
+        if not bool(valid.all()):
+            found, pixels = torch.unique(flat[~valid], return_counts=True)
+            for value, count in zip(found.tolist(), pixels.tolist(), strict=True):
+                outside[value] = outside.get(value, 0) + count
+            example = example or _where(dataset, i)
+            flat = flat[valid]
         per_class = torch.bincount(flat, minlength=k).numpy()
         counts += per_class
         images_with += per_class > 0
     return LabelStats(
-        tuple(dataset.classes), ignore, counts, ignored, images_with, len(indices), n, sizes
-    )
+        tuple(dataset.classes), ignore, counts, ignored, images_with, len(indices), n, sizes,
+        dict(sorted(outside.items())), example,
+    )  # fmt: skip
+
+
+def _where(dataset: SegmentationDataset, index: int) -> str:
+    samples = getattr(dataset, "samples", None)
+    return str(samples[index].mask) if samples is not None else f"sample {dataset.name(index)}"
 
 
 def label_problems(stats: LabelStats, split: str = "train") -> list[LabelProblem]:
@@ -125,6 +142,20 @@ def label_problems(stats: LabelStats, split: str = "train") -> list[LabelProblem
         and stats.counts[1] == 0
         and stats.ignored > 0
     )
+    if stats.outside:
+        allowed = f"0..{len(stats.classes) - 1}" + (
+            f" and the ignore label {stats.ignore_index}" if stats.ignore_index is not None else ""
+        )
+        values = ", ".join(f"{v} ({n:,} px)" for v, n in stats.outside.items())
+        problems.append(
+            LabelProblem(
+                "error",
+                f"the {split} masks{sampled} hold values {values} outside the classes "
+                f"{allowed} (e.g. {stats.outside_example}): fix the masks or map raw values "
+                "to classes with data.options.mask_values",
+            )
+        )
+        return problems
     if binary_255:
         problems.append(
             LabelProblem(
