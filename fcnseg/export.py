@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -133,6 +134,7 @@ def _save_onnx(proto: Any, out: Path, tmp: Path) -> None:
             all_tensors_to_one_file=True,
             location=data.name,
         )
+        shutil.copymode(final, tmp / data.name)  # onnx makes it owner-only; match the .onnx
         os.replace(tmp / data.name, data)
     os.replace(final, out)
 

@@ -19,6 +19,23 @@ def test_cli_summary_fcn8s_vgg16(capsys: pytest.CaptureFixture[str]) -> None:
     assert "score_pool3" in out and "upscore" in out
 
 
+def test_cli_summary_of_unet_and_of_a_checkpoint(
+    tmp_path, make_fcn_checkpoint, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fcnseg summary unet` (the paper's 572×572 grey input by default), and the model a
+    checkpoint file or run folder describes, at an --input of H×W."""
+    assert main(["summary", "unet"]) == 0
+    out = capsys.readouterr().out
+    assert "Input shape: (1, 572, 572)" in out and "Total params: 31,030,658" in out
+    ckpt = make_fcn_checkpoint(tmp_path / "checkpoints" / "best.safetensors",
+                               classes=["a", "b", "c"], palette=[[0, 0, 0]] * 3)  # fmt: skip
+    for target in (ckpt, tmp_path):
+        assert main(["summary", str(target), "--input", "40x56"]) == 0
+        out = capsys.readouterr().out
+        assert "Input shape: (3, 40, 56)" in out and "(1, 3, 40, 56)" in out  # 3 classes
+        assert "layer4" in out  # its ResNet-18 backbone, not the default VGG16
+
+
 def test_cli_geometry_caffe_derives_reference_crops(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["geometry", "fcn8s", "--mode", "caffe"]) == 0
     out = capsys.readouterr().out

@@ -133,3 +133,59 @@ def test_onnx_ceil_mode_backbones(backbone: str, tmp_path: Path) -> None:
         assert got.shape == expected.shape == (batch, 2, *size)
         assert np.abs(got - expected).max() <= TOLERANCE * max(1.0, np.abs(expected).max())
     assert read_onnx_metadata(path)["classes"] == ["bg", "fg"]
+
+
+def _tiny_unet_checkpoint(path: Path) -> tuple[Path, torch.nn.Module]:
+    torch.manual_seed(0)
+    model = unet(num_classes=2, base_width=2, depth=2).eval()
+    spec = {"name": "unet", "num_classes": 2, "base_width": 2, "depth": 2}
+    ckpt = save_checkpoint(path, model, model_spec=spec, classes=["bg", "fg"],
+                           palette=[[0, 0, 0], [9, 9, 9]], ignore_index=255)  # fmt: skip
+    return ckpt, model
+
+
+def _run_onnx(path: Path, model: torch.nn.Module) -> None:
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(1, 3, 37, 50)
+    with torch.no_grad():
+        want = model(x).numpy()
+    got = session.run(None, {"images": x.numpy()})[0]
+    assert np.abs(got - want).max() <= TOLERANCE * max(1.0, np.abs(want).max())
+
+
+def test_onnx_export_is_one_self_contained_file(tmp_path: Path) -> None:
+    """The exporter itself writes NAME.onnx.data beside NAME.onnx even for tiny models; the
+    export stages that and writes exactly the one file it names, which runs on its own."""
+    from fcnseg.export import exported_files
+
+    ckpt, model = _tiny_unet_checkpoint(tmp_path / "u.safetensors")
+    out = tmp_path / "out"
+    out.mkdir()
+    path = export_model(ckpt, out / "u.onnx")
+    assert sorted(p.name for p in out.iterdir()) == ["u.onnx"]  # no .data, no staging folder
+    assert exported_files(path) == [path]
+    moved = tmp_path / "elsewhere.onnx"
+    path.rename(moved)  # self-contained: runs after a move
+    _run_onnx(moved, model)
+    assert read_onnx_metadata(moved)["classes"] == ["bg", "fg"]
+
+
+def test_onnx_over_the_single_file_limit_uses_external_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Over protobuf's 2 GB (here: a limit lowered to 1 kB) the export is NAME.onnx plus
+    NAME.onnx.data, both named in the command's output, and the pair runs."""
+    import fcnseg.export as export_mod
+    from fcnseg.cli import main
+
+    monkeypatch.setattr(export_mod, "ONNX_SINGLE_FILE_LIMIT", 1024)
+    ckpt, model = _tiny_unet_checkpoint(tmp_path / "u.safetensors")
+    out = tmp_path / "out"
+    assert main(["export", str(ckpt), "-o", str(out / "u.onnx")]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["u.onnx", "u.onnx.data"]
+    assert export_mod.exported_files(out / "u.onnx") == [out / "u.onnx", out / "u.onnx.data"]
+    printed = capsys.readouterr().out
+    assert str(out / "u.onnx") in printed and str(out / "u.onnx.data") in printed
+    modes = {(out / name).stat().st_mode for name in ("u.onnx", "u.onnx.data")}
+    assert len(modes) == 1  # the weights are as readable as the graph
+    _run_onnx(out / "u.onnx", model)

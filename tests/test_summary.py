@@ -114,6 +114,20 @@ def test_falls_back_to_cpu_when_meta_fails():
         assert torch.equal(v, before[k])
 
 
+def test_meta_built_model_falls_back_to_cpu_too():
+    """A model built on the meta device (as ``fcnseg summary`` builds them) has no values to
+    copy: the CPU retry runs on uninitialised tensors, so it gets the shapes, or the model's
+    own error for a bad input (not "cannot copy out of meta tensor")."""
+    with torch.device("meta"):
+        model = _NoMetaKernel()
+    s = summarize(model, (3, 10, 12))
+    assert s.device == "cpu" and s.output_shape == (1, 5, 8, 10)
+    with torch.device("meta"):
+        conv = nn.Conv2d(3, 4, kernel_size=3)
+    with pytest.raises(RuntimeError, match="channels"):
+        summarize(conv, (5, 8, 8))
+
+
 def test_errors_propagate_when_cpu_also_fails():
     model = nn.Conv2d(3, 4, kernel_size=3)
     with pytest.raises(RuntimeError):
