@@ -77,6 +77,8 @@ def export_model(
     out = Path(out)
     if out.is_dir():
         raise ValueError(f"{out} is a folder; name the file to write, e.g. {out / 'model.onnx'}")
+    if out.parent.exists() and not out.parent.is_dir():
+        raise ValueError(f"{out.parent} is a file, not a folder; choose another path for {out}")
     ckpt = load_checkpoint(checkpoint)
     model = ckpt.build_model().eval()
     sample = torch.randn(1, 3, *sample_size)
@@ -91,7 +93,11 @@ def export_model(
 
     # Exporters may write NAME.onnx.data beside their file: stage in a private folder, then
     # write exactly the file(s) this export names.
-    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as tmp:
+    try:
+        staging = tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.")
+    except OSError as err:
+        raise OSError(err.errno, f"cannot write in {out.parent} ({err.strerror})") from err
+    with staging as tmp:
         staged = Path(tmp) / "export" / "model.onnx"
         try:
             staged.parent.mkdir()

@@ -200,3 +200,24 @@ def test_interrupt_is_one_line(monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.setattr(model_cli, "_summary", interrupted)
     assert main(["summary", "fcn8s"]) == 130
     assert capsys.readouterr().err == "fcnseg summary: interrupted\n"
+
+
+def test_a_file_where_a_folder_belongs(synthetic_checkpoint: Path, tmp_path: Path) -> None:
+    file = tmp_path / "file"
+    file.write_text("x")
+    message = fail(["train", CONFIG, "-o", str(file)])
+    assert message == f"fcnseg train: -o {file} is a file; give a folder (it is created if missing)"
+    assert "is a file" in fail(["predict", str(synthetic_checkpoint), str(file), "-o", str(file)])
+    message = fail(["export", str(synthetic_checkpoint), "-o", str(file / "m.onnx")])
+    assert f"{file} is a file, not a folder" in message
+    assert file.read_text() == "x"
+
+
+def test_config_not_yaml_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text("model: [unclosed\n")
+    message = fail(["train", str(config), "-o", str(tmp_path / "run")])
+    assert message == (
+        f"fcnseg train: {config}: not valid YAML: expected ',' or ']', but got '<stream end>' "
+        "at line 2, column 1"
+    )

@@ -13,6 +13,7 @@ import logging
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 from fcnseg.cli.data import add_inspect_parser
 from fcnseg.cli.infer import (
@@ -60,10 +61,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         _check_device(args)
+        _check_out_folder(args)
         return args.func(args)
     except SystemExit as stop:
         if args.debug and stop.__cause__ is not None:  # a command's own one-line message
             traceback.print_exception(stop.__cause__)
+        if isinstance(stop.code, str):
+            raise SystemExit(_flatten(stop.code)) from stop.__cause__
         raise
     except KeyboardInterrupt:
         if args.debug:
@@ -94,9 +98,27 @@ def _one_line(err: BaseException) -> str:
     if isinstance(err, OSError) and err.strerror:
         where = " -> ".join(str(f) for f in (err.filename, err.filename2) if f is not None)
         text = f"{where}: {err.strerror}" if where else err.strerror
+        if isinstance(err, FileExistsError | NotADirectoryError):
+            text += ": a file stands where a folder is needed; move it or choose another path"
     else:
         text = str(err) or type(err).__name__
+    return _flatten(text)
+
+
+def _flatten(text: str) -> str:
     return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+#: Commands whose ``-o`` is a folder they create.
+_FOLDER_OUTPUTS = ("train", "eval", "predict", "demo")
+
+
+def _check_out_folder(args: argparse.Namespace) -> None:
+    """``-o`` of a command that writes a folder is not an existing file (which would fail late,
+    as "File exists")."""
+    out = getattr(args, "out", None)
+    if args.command in _FOLDER_OUTPUTS and out is not None and Path(out).is_file():
+        raise ValueError(f"-o {out} is a file; give a folder (it is created if missing)")
 
 
 def _check_device(args: argparse.Namespace) -> None:

@@ -78,7 +78,10 @@ def _read_mapping(file: Path) -> dict[str, Any]:
     try:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{file}: not valid YAML: {err}") from err
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"{file}: not valid YAML: {problem}{where}") from err
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"{file}: expected a mapping at the top level")
     return loaded or {}
