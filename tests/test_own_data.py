@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from fcnseg.data.survey import survey_folder
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FCNSEG_SHARED", REPO.parent / "shared"))
 HORSE = SHARED / "data" / "weizmann-horse"
+sys.path.insert(0, str(REPO / "benchmarks"))
+from own_data import horse_folder, readme_commands  # noqa: E402
 
 
 def _write(root: Path, masks: list[np.ndarray], *, palette: list[int] | None = None) -> Path:
@@ -170,26 +171,6 @@ def test_inspect_a_config_reports_problems(
     assert not (run / "checkpoints").exists()
 
 
-def _readme_commands() -> list[str]:
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    block = re.search(r"<!-- own-data.*?```bash\n(.*?)```\n<!-- /own-data -->", text, re.S)
-    assert block, "README.md lost its own-data section"
-    return [line.split("  #")[0].strip() for line in block.group(1).splitlines() if line.strip()]
-
-
-def _horse_folder(root: Path, count: int = 40) -> Path:
-    """``count`` Weizmann Horse photos with their masks saved the usual way (0 / 255)."""
-    (root / "images").mkdir(parents=True)
-    (root / "masks").mkdir()
-    for image in sorted((HORSE / "images").iterdir())[:count]:
-        (root / "images" / image.name).write_bytes(image.read_bytes())
-        mask = np.array(Image.open(HORSE / "masks" / f"{image.stem}.png"))
-        Image.fromarray((mask > 0).astype(np.uint8) * 255).save(
-            root / "masks" / f"{image.stem}.png"
-        )
-    return root
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -203,9 +184,9 @@ def test_readme_own_data_section_runs_literally(tmp_path: Path) -> None:
     photos, 0/255 masks) and ``.venv`` (this interpreter's). ``serve`` gets a free ``--port``
     and is stopped after answering a prediction. The horse must be learned: its val IoU present
     and the mean IU above the all-background baseline."""
-    commands = _readme_commands()
+    commands = readme_commands()
     assert commands[0] == "source .venv/bin/activate" and len(commands) == 5
-    _horse_folder(tmp_path / "my_data")
+    horse_folder(tmp_path / "my_data", SHARED)
     (tmp_path / ".venv").symlink_to(Path(sys.prefix))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     for command in commands[1:-1]:
