@@ -63,6 +63,7 @@ def test_unknown_backbone_suggests_the_nearest(tmp_path: Path) -> None:
         (["--set", "model.name=fcn8"], "unknown model 'fcn8'; did you mean 'fcn8s'"),
         (["--set", "model.backbone"], "expected key=value"),
         (["--set", "model.backbon=vgg16"], "['backbon']; did you mean 'backbone'"),
+        (["--set", "model.num_classes=3"], "model.num_classes: the number of classes comes from"),
     ],
 )
 def test_config_mistakes(tmp_path: Path, argv: list[str], expected: str) -> None:

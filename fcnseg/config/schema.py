@@ -64,6 +64,11 @@ class ModelConfig:
         if name not in MODELS:
             raise ConfigError(f"{prefix}.name: {unknown_choice('model', name, sorted(MODELS))}")
         fields = model_fields(name, include_init=True)
+        if "num_classes" in data and "num_classes" in fields:
+            raise ConfigError(
+                f"{prefix}.num_classes: the number of classes comes from the data set (its class "
+                "names, e.g. a FolderPairs meta's 'classes'); remove this key"
+            )
         fields.pop("num_classes", None)  # from the data
         unknown = sorted(set(data) - set(fields), key=str)
         if unknown:
