@@ -53,10 +53,17 @@ def natural_key(text: str) -> tuple[Any, ...]:
 def require_root(root: PathLike | None, dataset: str) -> Path:
     """``root`` as a ``Path``; :class:`DataError` if it is missing or not a folder."""
     if root is None:
-        raise DataError(f"{dataset} needs a root folder (root=None was given)")
+        raise DataError(
+            f"{dataset} needs a root folder (root=None was given): set data.root, e.g. "
+            "--set data.root=/path/to/data"
+        )
     path = Path(root).expanduser()
     if not path.is_dir():
-        raise DataError(f"{dataset} root {path} is not an existing folder")
+        what = "is a file, not a folder" if path.is_file() else "is not an existing folder"
+        raise DataError(
+            f"{dataset} root {path} {what}: point data.root (or data.val_root) at the data set's "
+            "folder, e.g. --set data.root=/path/to/data"
+        )
     return path
 
 
