@@ -75,6 +75,8 @@ def _train(args: argparse.Namespace) -> int:
     except (CheckpointError, ConfigError, DataError, FloatingPointError) as err:
         raise SystemExit(f"fcnseg train: {err}") from err
     except OSError as err:
+        if trainer is None or not any(run_dir.glob("checkpoints/last*")):
+            raise SystemExit(f"fcnseg train: {err}") from err
         raise SystemExit(
             f"fcnseg train: {err} (training into {run_dir}; its checkpoints are intact: "
             "continue with --resume once this is fixed)"
