@@ -42,9 +42,14 @@ def test_health_classes_and_page(predictor: Predictor) -> None:
     classes = client.get("/classes").json()["classes"]
     assert [c["name"] for c in classes] == ["sky", "road", "car"]
     assert [c["color"] for c in classes] == PALETTE
+    assert client.get("/classes").json()["untinted"] == []  # no class named background
     page = client.get("/")
     assert page.headers["content-type"].startswith("text/html")
     assert 'id="mask-canvas"' in page.text and 'id="opacity"' in page.text
+    assert 'id="tint-background"' in page.text
+    # The page leaves the background classes (named as overlays name them) untinted.
+    named = Predictor(Pointwise(), ["road", "_Background_", "car"], PALETTE)
+    assert TestClient(create_app(named)).get("/classes").json()["untinted"] == [1]
 
 
 def test_predict_png_and_json_equal_the_python_api(predictor: Predictor, image) -> None:

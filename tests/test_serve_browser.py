@@ -1,6 +1,7 @@
 """`fcnseg serve` end to end in headless Chromium: upload an image on the page, wait for the
 overlay, and check that the mask the page shows (its canvas pixels and its download) equals the
-API's answer. Needs Debian's chromium + chromium-driver (``.ci/run`` installs them)."""
+API's answer, the background left transparent unless "tint background" is on. Needs Debian's
+chromium + chromium-driver (``.ci/run`` installs them)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from fcnseg.serve.browser import find_chromium, headless_chromium, wait_for_stat
 
 PALETTE = [[0, 0, 0], [220, 20, 60], [30, 144, 255]]
 CLASSES = ["background", "road", "car"]
+UNTINTED = 0  # "background": the photo shows through unless "tint background" is on
 
 if find_chromium() is None:
     if os.environ.get("CI"):
@@ -123,6 +125,15 @@ def _canvas_rgba(driver: Any, canvas: str) -> np.ndarray:
     return np.frombuffer(base64.b64decode(data), np.uint8).reshape(h, w, 4)
 
 
+def _assert_mask_layer(shown: np.ndarray, want: np.ndarray, *, tint_background: bool) -> None:
+    """Tinted classes' pixels are their palette colour, opaque; the background's are
+    transparent (alpha 0), or with ``tint_background`` its colour too."""
+    tinted = np.ones_like(want, bool) if tint_background else want != UNTINTED
+    assert shown.shape[:2] == want.shape
+    np.testing.assert_array_equal(shown[..., 3], np.where(tinted, 255, 0))
+    np.testing.assert_array_equal(shown[..., :3][tinted], np.array(PALETTE, np.uint8)[want[tinted]])
+
+
 def test_page_shows_the_api_mask(server: str, browser: Any, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
@@ -136,7 +147,8 @@ def test_page_shows_the_api_mask(server: str, browser: Any, tmp_path: Path) -> N
     assert api.status_code == 200
     want = np.array(Image.open(io.BytesIO(api.content)))
     present = sorted(np.unique(want).tolist())
-    assert len(present) >= 2, "the test model should predict several classes"
+    assert UNTINTED in present and len(present) >= 2, "the model should predict background and more"
+    assert httpx.get(server + "classes").json()["untinted"] == [UNTINTED]
 
     browser.get(server)
     wait_for_state(browser, {"ready"})
@@ -146,10 +158,11 @@ def test_page_shows_the_api_mask(server: str, browser: Any, tmp_path: Path) -> N
         By.ID, "status"
     ).text
 
-    # The overlay's mask layer shows exactly the API's classes, in the palette's colours.
-    shown = _canvas_rgba(browser, "mask-canvas")
-    assert shown.shape == (75, 101, 4) and (shown[..., 3] == 255).all()
-    np.testing.assert_array_equal(shown[..., :3], np.array(PALETTE, np.uint8)[want])
+    # The overlay's mask layer shows exactly the API's classes, in the palette's colours, and
+    # leaves the background transparent: the photo shows through unchanged.
+    tint = browser.find_element(By.ID, "tint-background")
+    assert not tint.is_selected()
+    _assert_mask_layer(_canvas_rgba(browser, "mask-canvas"), want, tint_background=False)
     np.testing.assert_array_equal(_canvas_rgba(browser, "image-canvas")[..., :3], image)
     boxes = browser.execute_script(
         "return ['image-canvas', 'mask-canvas'].map(id => {"
@@ -159,15 +172,30 @@ def test_page_shows_the_api_mask(server: str, browser: Any, tmp_path: Path) -> N
     assert boxes[0] == pytest.approx(boxes[1], abs=0.5), "mask layer must cover the image exactly"
     assert boxes[0][2] > 0 and boxes[0][3] / boxes[0][2] == pytest.approx(75 / 101, rel=0.02)
 
-    # The legend lists the classes present; the download is the API's label PNG.
+    # The legend lists the classes present, the background without a coloured swatch; the
+    # download is the API's label PNG.
     items = browser.find_elements(By.CSS_SELECTOR, "#legend li")
     assert sorted(int(li.get_attribute("data-index")) for li in items) == present
     assert {li.text.split("\n")[0] for li in items} <= set(CLASSES)
+    for li in items:
+        plain = int(li.get_attribute("data-index")) == UNTINTED
+        assert (li.get_attribute("class") == "untinted") == plain
+        assert ("untinted" in li.text) == plain
     name, data = browser.execute_async_script(FETCH_DOWNLOAD)
     assert name == "street_mask.png"
     downloaded = Image.open(io.BytesIO(base64.b64decode(data)))
     assert downloaded.mode == "P"
     np.testing.assert_array_equal(np.array(downloaded), want)
+    assert "transparency" not in downloaded.info
+
+    # "Tint background" colours the background too, and lists it with its swatch.
+    tint.click()
+    assert wait_for_state(browser, {"done", "error"}) == "done"
+    _assert_mask_layer(_canvas_rgba(browser, "mask-canvas"), want, tint_background=True)
+    assert not browser.find_elements(By.CSS_SELECTOR, "#legend li.untinted")
+    tint.click()
+    assert wait_for_state(browser, {"done", "error"}) == "done"
+    _assert_mask_layer(_canvas_rgba(browser, "mask-canvas"), want, tint_background=False)
 
     # The opacity slider drives the mask layer.
     slider = browser.find_element(By.ID, "opacity")
@@ -181,8 +209,7 @@ def test_page_shows_the_api_mask(server: str, browser: Any, tmp_path: Path) -> N
     browser.execute_script("document.body.dataset.state = 'ready'")
     browser.execute_async_script(DROP_CANVAS_IMAGE)
     assert wait_for_state(browser, {"done", "error"}) == "done"
-    np.testing.assert_array_equal(_canvas_rgba(browser, "mask-canvas")[..., :3],
-                                  np.array(PALETTE, np.uint8)[want])  # fmt: skip
+    _assert_mask_layer(_canvas_rgba(browser, "mask-canvas"), want, tint_background=False)
     assert "dropped.png" in browser.find_element(By.ID, "status").text
 
 

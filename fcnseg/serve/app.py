@@ -1,10 +1,14 @@
 """The HTTP service: FastAPI endpoints, upload limits and bounded concurrent inference.
 
 Endpoints
-    ``GET /``          the web page (choose or drop an image, overlay, legend, opacity, download)
+    ``GET /``          the web page (choose or drop an image, overlay with the background
+                       untinted, legend, opacity, download)
     ``GET /health``    ``{"status": "ok", ...}`` with the model, the current load and the
                        inference options
-    ``GET /classes``   ``{"classes": [{"index", "name", "color"}, ...]}``
+    ``GET /classes``   ``{"classes": [{"index", "name", "color"}, ...], "untinted": [...]}``:
+                       ``untinted``, the indices of the background classes
+                       (:func:`fcnseg.viz.background_classes`), which overlays (the page's
+                       included) leave untinted by default
     ``POST /predict``  an image (multipart form field ``image``, or a raw ``image/*`` body) →
                        the label map as a palette PNG of class indices (default), or with
                        ``?format=json`` its size and class histogram
@@ -38,7 +42,7 @@ from fcnseg import __version__
 from fcnseg.data.base import DataError
 from fcnseg.data.io import read_image
 from fcnseg.inference import InferenceOptions, Predictor
-from fcnseg.viz import label_image
+from fcnseg.viz import background_classes, label_image
 
 __all__ = ["ServeLimits", "create_app"]
 
@@ -152,6 +156,7 @@ class _Service:
             {"index": i, "name": name, "color": palette[i] if i < len(palette) else [0, 0, 0]}
             for i, name in enumerate(predictor.classes)
         ]
+        self.untinted = background_classes(predictor.classes)
 
     def health(self) -> dict[str, Any]:
         """The ``GET /health`` body: the model, the current load and the inference options."""
@@ -253,7 +258,7 @@ def _add_routes(app: FastAPI, service: _Service, page: str) -> None:
 
     @app.get("/classes")
     def get_classes() -> dict[str, Any]:
-        return {"classes": service.classes}
+        return {"classes": service.classes, "untinted": service.untinted}
 
     @app.post("/predict")
     async def predict(
@@ -286,4 +291,3 @@ def create_app(
     _add_routes(app, service, page)
     app.add_exception_handler(Exception, _unexpected)
     return app
-
