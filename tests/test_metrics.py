@@ -253,3 +253,24 @@ def test_all_reduce_sums_in_a_process_group(tmp_path):
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["before"] for r in ranks] == [BASIC, OTHER]
     assert [r["after"] for r in ranks] == [total, total]
+
+
+def test_reports_name_classes_absent_from_the_ground_truth() -> None:
+    """One class of two in the ground truth, predicted perfectly: mean IU 1.0, and every report
+    line says the other class was not measured (the 0/255-as-ignore failure looked like this)."""
+    from fcnseg.engine.evaluate import format_metrics
+    from fcnseg.metrics import absent_note
+
+    m = ConfusionMatrix(2)
+    labels = torch.zeros(1, 4, 4, dtype=torch.long)
+    m.update(labels, labels)
+    metrics = m.compute(["background", "horse"])
+    assert metrics["mean_iu"] == 1.0
+    assert metrics["in_ground_truth"] == {"background": True, "horse": False}
+    note = absent_note(metrics)
+    assert "horse absent from the ground truth" in note
+    assert note in format_metrics(metrics).splitlines()[0]
+    both = torch.tensor([[[0, 1], [1, 0]]])
+    m2 = ConfusionMatrix(2)
+    m2.update(both, both)
+    assert absent_note(m2.compute(["background", "horse"])) == ""  # control

@@ -197,6 +197,8 @@ def test_readme_own_data_section_runs_literally(tmp_path: Path) -> None:
         if command.startswith("fcnseg inspect"):
             assert "0 → class 0, 255 → class 1" in proc.stdout and "ERROR" not in proc.stdout
 
+    saved = load_config(tmp_path / "runs/my_data/config.yaml")  # the inferred config, kept
+    assert saved.data.options["mask_values"] == {0: 0, 255: 1}
     metrics = json.loads((tmp_path / "runs/my_data/metrics.json").read_text())
     horse_iou = metrics["per_class_iu"]["foreground"]
     val = [np.array(Image.open(p)) for p in sorted((tmp_path / "my_data/masks").iterdir())[::5]]
