@@ -84,3 +84,27 @@ def test_caffe_blob_order_keys_and_errors() -> None:
 def test_caffe_mode_is_vgg16_only() -> None:
     with pytest.raises(ValueError, match="exact"):
         build_backbone("resnet18", mode="caffe")
+
+
+def test_caffe_weights_set_the_reference_preprocess() -> None:
+    """Loading reference weights installs the reference's input (BGR, 0–255, ILSVRC mean in
+    B, G, R order): an RGB image through ``model.preprocess`` gives what the same weights give
+    on the BGR mean-subtracted 0–255 image fed directly, as the reference fed its nets."""
+    model = FCN(build_backbone("vgg16", mode="caffe", width=1 / 16), 5, skips=2, mode="caffe")
+    assert model.preprocess.channel_order == "RGB"  # torchvision's ImageNet until loaded
+    load_caffe_weights(model, _reference_state(model, flat_fc6=False))
+    model.eval()
+    assert model.backbone.preprocess is model.preprocess
+    gen = torch.Generator().manual_seed(1)
+    rgb = torch.randint(0, 256, (2, 3, 37, 45), generator=gen, dtype=torch.uint8)
+    mean_bgr = torch.tensor([104.00698793, 116.66876762, 122.67891434]).view(1, 3, 1, 1)
+    caffe_input = rgb.flip(1).float() - mean_bgr  # what the reference's data layer computed
+    with torch.no_grad():
+        ours = model(model.preprocess(rgb))
+        reference = model(caffe_input)
+        rgb_order = model(rgb.float() - mean_bgr)  # control: the channels left in RGB order
+    torch.testing.assert_close(model.preprocess(rgb), caffe_input, rtol=0, atol=1e-4)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-4)
+    assert not torch.allclose(rgb_order, reference, rtol=1e-3, atol=1e-2)
+    # float input in [0, 1] means the same image
+    torch.testing.assert_close(model.preprocess(rgb / 255.0), caffe_input, rtol=0, atol=1e-4)
