@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from fcnseg.engine.loaders import Resized, SampleStream, SeededSamples, ShardSam
 from fcnseg.losses import SegmentationLoss, median_frequency_weights
 from fcnseg.models import build_model, spec_differences
 from fcnseg.models.base import Margins
+from fcnseg.models.finetune import load_for_finetuning
 
 __all__ = [
     "build_criterion",
@@ -31,6 +33,7 @@ __all__ = [
     "build_split",
     "build_train_model",
     "dataset_for_eval",
+    "init_weights",
     "lr_factor",
     "param_groups",
     "prepare_train_set",
@@ -198,24 +201,51 @@ def val_loader(
 
 
 def build_train_model(cfg: Config, num_classes: int) -> nn.Module:
-    """The configured model with its initial weights: ``backbone_weights`` and ``init_from``
-    go to the builder; an ``init_from`` checkpoint must match the spec field for field (the
-    model name aside: that is what staged training changes)."""
+    """The configured model with its initial weights: ``backbone_weights`` goes to the builder,
+    then ``init_from`` weights are loaded (:func:`init_weights`). Their spec must match the
+    configured one field for field except the model name (staged training: FCN-32s → 16s → 8s)
+    and the class count (fine-tuning onto other classes); the layers whose shapes depend on the
+    class count, or that the weights lack, keep their fresh initialisation
+    (:func:`fcnseg.models.finetune.load_for_finetuning`) and are logged."""
     spec = cfg.model.spec(num_classes)
     init = {k: v for k, v in cfg.model.arguments.items() if k not in spec}
-    source = init.get("init_from")
-    if source:
-        parent = ckpt.load_checkpoint(source)
-        labels = ("checkpoint", "this run")
-        diffs = spec_differences(parent.model, spec, ignore=("name",), labels=labels)
-        if diffs:
-            raise ckpt.CheckpointError(
-                f"model.init_from: {parent.path} does not match the configured model "
-                f"({'; '.join(diffs)}); use a checkpoint of the same model family and dataset"
-            )
-        init["init_from"] = parent.path
-        log.info("initialising from %s", parent.path)
-    return build_model(spec, **init)
+    source = init.pop("init_from", None)
+    model = build_model(spec, **init)
+    if not source:
+        return model
+    state, parent, label = init_weights(source)
+    diffs = spec_differences(
+        parent, spec, ignore=("name", "num_classes"), labels=("checkpoint", "this run")
+    )
+    if diffs:
+        raise ckpt.CheckpointError(
+            f"model.init_from: {label} does not match the configured model "
+            f"({'; '.join(diffs)}); use a checkpoint of the same model family"
+        )
+    try:
+        reset = load_for_finetuning(model, state, spec)
+    except ValueError as err:
+        raise ckpt.CheckpointError(f"model.init_from: {label}: {err}") from err
+    log.info("initialising from %s", label)
+    kept = "; ".join(f"{layer} ({why})" for layer, why in reset.items())
+    classes = parent.get("num_classes", num_classes)
+    if classes != num_classes:
+        log.warning(
+            "model.init_from: %s has %s classes, this run %d: these layers depend on the class "
+            "count and start from their fresh initialisation: %s; everything else is loaded",
+            label, classes, num_classes, kept,
+        )  # fmt: skip
+    elif reset:
+        log.info("model.init_from: layers new to %s keep their fresh initialisation: %s",
+                 spec["name"], kept)  # fmt: skip
+    return model
+
+
+def init_weights(source: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
+    """What ``model.init_from`` names, as (state dict, its model spec, a label for messages):
+    an fcnseg checkpoint file or run directory."""
+    parent = ckpt.load_checkpoint(source)
+    return parent.state_dict, parent.model, str(parent.path)
 
 
 # ---------------------------------------------------------------------- optimisation
