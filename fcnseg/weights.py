@@ -220,6 +220,7 @@ def _torchvision_weights(backbone: str) -> Any:
         "googlenet": models.GoogLeNet_Weights.IMAGENET1K_V1,
         "resnet18": models.ResNet18_Weights.IMAGENET1K_V1,
         "resnet50": models.ResNet50_Weights.IMAGENET1K_V2,
+        "resnet101": models.ResNet101_Weights.IMAGENET1K_V2,
         "mobilenet_v3_large": models.MobileNet_V3_Large_Weights.IMAGENET1K_V1,
     }
     if backbone not in releases:

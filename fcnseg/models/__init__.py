@@ -1,4 +1,4 @@
-"""FCN models, backbones and the paper's building blocks; U-Net for comparison.
+"""FCN models, backbones and the paper's building blocks; torchvision's FCN-ResNet; U-Net.
 
 Every model is registered by name (:func:`register_model`) and built from a spec
 (:func:`build_model`); see :mod:`fcnseg.models.registry`.
@@ -7,6 +7,7 @@ Every model is registered by name (:func:`register_model`) and built from a spec
 from fcnseg.models.backbones import BACKBONES, Backbone, build_backbone
 from fcnseg.models.base import SegmentationModel
 from fcnseg.models.fcn import FCN, fcn8s, fcn16s, fcn32s
+from fcnseg.models.fcn_resnet import FCNResNet, fcn_resnet, load_torchvision_state_dict
 from fcnseg.models.registry import (
     MODELS,
     build_model,
@@ -25,6 +26,7 @@ __all__ = [
     "FCNS",
     "MODELS",
     "Backbone",
+    "FCNResNet",
     "SegmentationModel",
     "UNet",
     "bilinear_deconv",
@@ -35,6 +37,8 @@ __all__ = [
     "fcn8s",
     "fcn16s",
     "fcn32s",
+    "fcn_resnet",
+    "load_torchvision_state_dict",
     "model_fields",
     "model_spec",
     "register_model",
