@@ -239,3 +239,20 @@ def test_unet_head_is_reset() -> None:
     for k, v in model.state_dict().items():
         expected = fresh[k] if k.startswith("head.") else trained[k]
         assert torch.equal(v, expected), k
+
+
+def test_unet_run_onto_two_classes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``model.init_from`` in a U-Net config (its builder has no such argument): 6 → 2 classes,
+    the head reset and named."""
+    unet_model = "model={name: unet, in_channels: 3, base_width: 4, depth: 1, padding: same}"
+    Trainer(load_config(CONFIG, [*TINY, unet_model]), tmp_path / "p", progress=False).train()
+    data = _two_class_folder(tmp_path / "horse")
+    cfg = load_config(CONFIG, [*TINY, unet_model, *data, f"model.init_from={tmp_path / 'p'}"])
+    with caplog.at_level(logging.WARNING, logger="fcnseg"):
+        t = Trainer(cfg, tmp_path / "child", progress=False)
+    trained = ckpt.load_checkpoint(tmp_path / "p").state_dict
+    assert t.net.head.weight.shape[0] == 2
+    for k, v in t.net.state_dict().items():
+        assert k.startswith("head.") or torch.equal(v, trained[k]), k
+    assert "6 classes, this run 2" in caplog.text
+    assert "head (head.weight [6, 4, 1, 1]" in caplog.text

@@ -64,6 +64,7 @@ class ModelConfig:
         if name not in MODELS:
             raise ConfigError(f"{prefix}.name: {unknown_choice('model', name, sorted(MODELS))}")
         fields = model_fields(name, include_init=True)
+        fields.setdefault("init_from", None)  # any model: loaded by fcnseg.engine.build
         if "num_classes" in data and "num_classes" in fields:
             raise ConfigError(
                 f"{prefix}.num_classes: the number of classes comes from the data set (its class "
