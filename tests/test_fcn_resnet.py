@@ -14,7 +14,12 @@ import pytest
 import torch
 from torch import nn
 from torchvision.models import resnet50
-from torchvision.models.segmentation import fcn_resnet50, fcn_resnet101
+from torchvision.models.segmentation import (
+    FCN_ResNet50_Weights,
+    FCN_ResNet101_Weights,
+    fcn_resnet50,
+    fcn_resnet101,
+)
 
 from fcnseg import weights as weights_mod
 from fcnseg.checkpoint import load_checkpoint, save_checkpoint
@@ -135,6 +140,20 @@ def test_spec_and_mistakes() -> None:
     assert model.aux_classifier is None
     assert model.preprocess.mean == IMAGENET_TORCHVISION.mean
     assert model.preprocess.std == IMAGENET_TORCHVISION.std
+
+
+@pytest.mark.parametrize("depth", [50, 101])
+def test_parameter_count_is_torchvisions_release(depth: int) -> None:
+    """21 classes with the aux head: the parameter count torchvision lists for its COCO
+    weights; ``fcnseg summary fcn_resnet`` builds it (without aux)."""
+    release = {50: FCN_ResNet50_Weights, 101: FCN_ResNet101_Weights}[depth].DEFAULT
+    with torch.device("meta"):
+        model = build_model("fcn_resnet", num_classes=21, depth=depth, aux=True)
+    assert sum(p.numel() for p in model.parameters()) == release.meta["num_params"]
+    if depth == 50:
+        from fcnseg.cli import main
+
+        assert main(["summary", "fcn_resnet", "--input", "40x56"]) == 0
 
 
 def test_imagenet_offline_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,7 +22,8 @@ _FCN_FLAGS = {"backbone": "--backbone", "mode": "--mode", "at_once": "--at-once"
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "model", help="model name (fcn32s, fcn16s, fcn8s, unet) or a checkpoint file / run folder"
+        "model",
+        help="model name (fcn32s, fcn16s, fcn8s, fcn_resnet, unet) or a checkpoint file/run folder",
     )
     p.add_argument("--backbone", help="FCN backbone (default: vgg16)")
     p.add_argument("--num-classes", type=int, help="classes (default: 21, VOC's; U-Net: 2)")
@@ -62,7 +63,7 @@ def _model(args: argparse.Namespace) -> tuple[nn.Module, str]:
     else:
         if given.get("at_once") and args.model != "fcn8s":
             raise ValueError("--at-once applies to fcn8s only")
-        spec = {"name": args.model, "num_classes": 21, "backbone": "vgg16", **given}
+        spec = {"name": args.model, "num_classes": 21, **given}  # FCNs default to vgg16
     with torch.device("meta"):
         return build_model(spec), spec["name"]
 
