@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from fcnseg.checkpoint import load_checkpoint
+from fcnseg.checkpoint import Checkpoint, load_checkpoint
 
 __all__ = ["export_model", "exported_files", "read_onnx_metadata"]
 
@@ -64,14 +64,15 @@ def _metadata(ckpt: Any) -> dict[str, str]:
 
 
 def export_model(
-    checkpoint: str | Path,
+    checkpoint: str | Path | Checkpoint,
     out: str | Path,
     *,
     fmt: str = "onnx",
     sample_size: tuple[int, int] = (64, 64),
 ) -> Path:
-    """Export ``checkpoint`` to the file ``out`` as ``"onnx"`` or ``"torchscript"``; returns
-    ``out`` (see :func:`exported_files` for an ONNX model over 2 GB)."""
+    """Export ``checkpoint`` (file, run directory or loaded :class:`Checkpoint`) to the file
+    ``out`` as ``"onnx"`` or ``"torchscript"``; returns ``out`` (see :func:`exported_files`
+    for an ONNX model over 2 GB)."""
     if fmt not in ("onnx", "torchscript"):
         raise ValueError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
     out = Path(out)
@@ -79,7 +80,7 @@ def export_model(
         raise ValueError(f"{out} is a folder; name the file to write, e.g. {out / 'model.onnx'}")
     if out.parent.exists() and not out.parent.is_dir():
         raise ValueError(f"{out.parent} is a file, not a folder; choose another path for {out}")
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = checkpoint if isinstance(checkpoint, Checkpoint) else load_checkpoint(checkpoint)
     model = ckpt.build_model().eval()
     sample = torch.randn(1, 3, *sample_size)
     out.parent.mkdir(parents=True, exist_ok=True)

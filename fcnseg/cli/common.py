@@ -6,9 +6,48 @@ import argparse
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from fcnseg.inference import InferenceOptions
+    from fcnseg.inference import InferenceOptions, Predictor
 
-__all__ = ["add_inference_args", "inference_options"]
+__all__ = [
+    "add_inference_args",
+    "add_weights_arg",
+    "inference_options",
+    "load_predictor",
+    "one_model_source",
+]
+
+CHECKPOINT_HELP = "checkpoint file, run directory or exported .onnx (or give --weights)"
+
+
+def add_weights_arg(p: argparse.ArgumentParser) -> None:
+    """``--weights NAME|FILE``: published weights or a weights file instead of a checkpoint."""
+    p.add_argument(
+        "--weights",
+        metavar="NAME|FILE",
+        help="instead of a checkpoint: published weights by name (e.g. "
+        "torchvision/fcn_resnet50_coco, reference/fcn8s_voc; downloaded once) or a weights file "
+        "in torchvision's or the reference's layout",
+    )
+
+
+def one_model_source(args: argparse.Namespace) -> None:
+    """Exactly one of the CHECKPOINT argument and ``--weights`` (a one-line error otherwise)."""
+    if args.checkpoint is not None and args.weights is not None:
+        raise SystemExit(f"fcnseg {args.command}: give a checkpoint or --weights, not both")
+    if args.checkpoint is None and args.weights is None:
+        raise SystemExit(
+            f"fcnseg {args.command}: give a checkpoint (file or run directory) or "
+            "--weights NAME|FILE (e.g. --weights torchvision/fcn_resnet50_coco)"
+        )
+
+
+def load_predictor(args: argparse.Namespace) -> Predictor:
+    """The Predictor of ``args.checkpoint`` or ``args.weights`` on ``args.device``."""
+    from fcnseg.inference import Predictor
+
+    if args.weights is not None:
+        return Predictor.from_pretrained(args.weights, device=args.device)
+    return Predictor.from_checkpoint(args.checkpoint, device=args.device)
 
 
 def inference_options(args: argparse.Namespace) -> InferenceOptions:

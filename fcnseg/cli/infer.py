@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fcnseg.cli.common import add_inference_args, inference_options
+from fcnseg.cli.common import (
+    CHECKPOINT_HELP,
+    add_inference_args,
+    add_weights_arg,
+    inference_options,
+    load_predictor,
+    one_model_source,
+)
 
 if TYPE_CHECKING:
     from typing import TypeAlias
@@ -23,13 +30,25 @@ def _eval(args: argparse.Namespace) -> int:
     from fcnseg.data.base import DataError
     from fcnseg.engine.evaluate import run_evaluation
 
+    one_model_source(args)
+    if args.weights is not None and args.config is None:
+        raise SystemExit(
+            "fcnseg eval: --weights carry no data config; name the data with --config (a "
+            "config file or shipped name, e.g. --config fcn8s_vgg16_voc-sbd)"
+        )
     try:
+        source, out = args.checkpoint, args.out
+        if args.weights is not None:
+            from fcnseg.models.pretrained import pretrained_state
+
+            source = pretrained_state(args.weights)
+            out = out or f"eval-{_slug(args.weights)}"
         run_evaluation(
-            args.checkpoint,
+            source,
             config=args.config,
             overrides=args.set,
             split=args.split,
-            out_dir=args.out,
+            out_dir=out,
             save_panels=args.save_panels,
             device=args.device,
             progress=not args.no_progress,
@@ -40,15 +59,33 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _slug(weights: str) -> str:
+    """A folder name for results of ``--weights`` (a name or a file)."""
+    path = Path(weights)
+    return path.stem if path.suffix else weights.replace("/", "-")
+
+
+def _looks_like_checkpoint(path: str) -> bool:
+    p = Path(path)
+    run = [p / "checkpoints", p / "best.safetensors", p / "last.safetensors"]
+    return p.suffix in (".safetensors", ".onnx") or any(f.exists() for f in run)
+
+
 def _predict(args: argparse.Namespace) -> int:
     from fcnseg.checkpoint import CheckpointError
     from fcnseg.data.base import DataError
-    from fcnseg.inference import Predictor, predict_paths
+    from fcnseg.inference import predict_paths
 
+    # With --weights every positional argument is an input: argparse gave the first to
+    # CHECKPOINT, unless it really is one.
+    given = args.checkpoint
+    if args.weights is not None and given is not None and not _looks_like_checkpoint(given):
+        args.inputs, args.checkpoint = [given, *args.inputs], None
+    one_model_source(args)
     failures: list[tuple[Path, str]] = []
     options = inference_options(args)
     try:
-        predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+        predictor = load_predictor(args)
         written = predict_paths(
             predictor,
             args.inputs,
@@ -76,7 +113,13 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from fcnseg.export import export_model, exported_files
 
-    path = export_model(args.checkpoint, args.out, fmt=args.format)
+    one_model_source(args)
+    source = args.checkpoint
+    if args.weights is not None:
+        from fcnseg.models.pretrained import pretrained_state
+
+        source = pretrained_state(args.weights)
+    path = export_model(source, args.out, fmt=args.format)
     files = exported_files(path)
     if len(files) > 1:  # over 2 GB: ONNX's external-data layout, two files that travel together
         data = ", ".join(str(f) for f in files[1:])
@@ -87,11 +130,11 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from fcnseg.inference import Predictor
     from fcnseg.serve import ServeLimits, run_server
 
+    one_model_source(args)
     options = inference_options(args)
-    predictor = Predictor.from_checkpoint(args.checkpoint, device=args.device)
+    predictor = load_predictor(args)
     limits = ServeLimits(
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=args.max_pixels,
@@ -110,8 +153,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 def add_eval_parser(sub: _Subparsers) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint: the four metrics, plots")
-    p.add_argument("checkpoint", help="checkpoint file, run directory or exported .onnx")
-    p.add_argument("--config", help="config for the data (default: the one stored with it)")
+    p.add_argument("checkpoint", nargs="?", help=CHECKPOINT_HELP)
+    add_weights_arg(p)
+    p.add_argument(
+        "--config", help="config for the data (default: the one stored with it; --weights: needed)"
+    )
     p.add_argument("--split", default=None, help="split to evaluate (default: the val split)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("-o", "--out", help="output directory (default: beside the checkpoint)")
@@ -130,8 +176,9 @@ def add_eval_parser(sub: _Subparsers) -> None:
 
 def add_predict_parser(sub: _Subparsers) -> None:
     p = sub.add_parser("predict", help="label maps and overlays for images, any size")
-    p.add_argument("checkpoint", help="checkpoint file, run directory or exported .onnx")
+    p.add_argument("checkpoint", nargs="?", help=CHECKPOINT_HELP)
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns")
+    add_weights_arg(p)
     p.add_argument("-o", "--out", required=True, help="output directory")
     p.add_argument("--probabilities", action="store_true", help="also write NAME_probs.npy")
     p.add_argument(
@@ -157,7 +204,8 @@ def add_predict_parser(sub: _Subparsers) -> None:
 
 def add_export_parser(sub: _Subparsers) -> None:
     p = sub.add_parser("export", help="ONNX (dynamic batch/height/width) or TorchScript")
-    p.add_argument("checkpoint", help="checkpoint file or run directory")
+    p.add_argument("checkpoint", nargs="?", help="checkpoint file or run directory (or --weights)")
+    add_weights_arg(p)
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument("-o", "--out", required=True, help="output file")
     p.set_defaults(func=_export)
@@ -165,7 +213,8 @@ def add_export_parser(sub: _Subparsers) -> None:
 
 def add_serve_parser(sub: _Subparsers) -> None:
     p = sub.add_parser("serve", help="HTTP API + web page: upload an image, see the overlay")
-    p.add_argument("checkpoint", help="checkpoint file, run directory or exported .onnx")
+    p.add_argument("checkpoint", nargs="?", help=CHECKPOINT_HELP)
+    add_weights_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: a free one)")
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="413 beyond (default 20)")

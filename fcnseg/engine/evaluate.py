@@ -16,6 +16,7 @@ from fcnseg.inference import InferenceOptions, Predictor
 from fcnseg.metrics import ConfusionMatrix, absent_note
 
 if TYPE_CHECKING:
+    from fcnseg.checkpoint import Checkpoint
     from fcnseg.config import Config
     from fcnseg.data.base import SegmentationDataset
     from fcnseg.engine.distributed import DistInfo
@@ -145,18 +146,18 @@ class _Model:
     ignore_index: int | None
 
 
-def _load_model(path: str | Path, dev: torch.device) -> _Model:
+def _load_model(path: str | Path | Checkpoint, dev: torch.device) -> _Model:
     """A checkpoint (file or run directory) or an exported ``.onnx`` file, ready on ``dev``
     (ONNX files run on the CPU)."""
-    from fcnseg.checkpoint import load_checkpoint
+    from fcnseg.checkpoint import Checkpoint, load_checkpoint
 
-    if str(path).endswith(".onnx"):
+    if not isinstance(path, Checkpoint) and str(path).endswith(".onnx"):
         from fcnseg.export import read_onnx_metadata
 
         predictor = Predictor.from_onnx(path)
         meta = read_onnx_metadata(path)
         return _Model(Path(path), predictor, meta.get("config") or {}, meta.get("ignore_index"))
-    ckpt = load_checkpoint(path)
+    ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(path)  # loaded: --weights
     predictor = Predictor.from_loaded(ckpt, str(dev))
     return _Model(ckpt.path, predictor, ckpt.config, ckpt.ignore_index)
 
@@ -235,7 +236,7 @@ def _write_outputs(
 
 
 def run_evaluation(
-    checkpoint: str | Path,
+    checkpoint: str | Path | Checkpoint,
     *,
     config: str | Path | None = None,
     overrides: list[str] | None = None,

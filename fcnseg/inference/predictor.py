@@ -97,6 +97,17 @@ class Predictor:
         return cls.from_loaded(load_checkpoint(path), device, amp=amp)
 
     @classmethod
+    def from_pretrained(
+        cls, name_or_file: str | Path, device: str = "auto", *, amp: str | None = None
+    ) -> Predictor:
+        """Published weights by name (e.g. ``"torchvision/fcn_resnet50_coco"``, downloaded
+        once) or a weights file in a known layout, with their classes, palette and input
+        normalisation (:func:`fcnseg.models.pretrained.pretrained_state`)."""
+        from fcnseg.models.pretrained import pretrained_state
+
+        return cls.from_loaded(pretrained_state(name_or_file), device, amp=amp)
+
+    @classmethod
     def from_onnx(cls, path: str | Path) -> Predictor:
         """An exported ``.onnx`` file, run with ONNX Runtime on the CPU."""
         from fcnseg.checkpoint import CheckpointError

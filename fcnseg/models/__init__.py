@@ -8,6 +8,7 @@ from fcnseg.models.backbones import BACKBONES, Backbone, build_backbone
 from fcnseg.models.base import SegmentationModel
 from fcnseg.models.fcn import FCN, fcn8s, fcn16s, fcn32s
 from fcnseg.models.fcn_resnet import FCNResNet, fcn_resnet, load_torchvision_state_dict
+from fcnseg.models.pretrained import load_pretrained, pretrained_state
 from fcnseg.models.registry import (
     MODELS,
     build_model,
@@ -38,9 +39,11 @@ __all__ = [
     "fcn16s",
     "fcn32s",
     "fcn_resnet",
+    "load_pretrained",
     "load_torchvision_state_dict",
     "model_fields",
     "model_spec",
+    "pretrained_state",
     "register_model",
     "spec_differences",
     "transplant",
