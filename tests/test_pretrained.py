@@ -398,6 +398,42 @@ def test_cli_predict_and_export_with_weights(
     assert (tmp_path / "m.pt").is_file()
 
 
+def test_cli_eval_with_weights_on_the_configs_data(
+    tiny_entry: PretrainedWeights,
+    server: Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`fcnseg eval --weights NAME --config CFG`: the weights' model on the config's data."""
+    import json
+
+    from fcnseg.data.datasets.synthetic import SyntheticShapes
+
+    classes = SyntheticShapes.classes
+    state = _reference_state(tiny_fcn(num_classes=len(classes)), flat_fc6=False)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    server.files["/tiny6.pth"] = buffer.getvalue()
+    entry = dataclasses.replace(
+        tiny_entry,
+        url=f"{server.url}/tiny6.pth",
+        checksum=Checksum("md5", hashlib.md5(buffer.getvalue()).hexdigest()),
+        size_bytes=None,
+        model={"name": "tiny_fcn", "num_classes": len(classes)},
+        classes=tuple(classes),
+        palette=tuple((i * 40, 0, 0) for i in range(len(classes))),
+    )
+    monkeypatch.setitem(PRETRAINED, entry.name, entry)
+    out = tmp_path / "eval"
+    data = ["--set", "data.options={num_images: 4, size: [40, 48]}"]
+    argv = ["eval", "--weights", "test/tiny", "--config", "fcn8s_resnet18_synthetic", *data]
+    assert main([*argv, "-o", str(out), "--no-progress"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["per_class_iu"]) == set(classes)
+    assert metrics["checkpoint"] == str(cached_file(entry))
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
