@@ -462,3 +462,26 @@ def test_cli_offline_is_one_line(hub: Path, monkeypatch: pytest.MonkeyPatch) -> 
     text = str(info.value)
     assert text.startswith("fcnseg serve: torchvision/fcn_resnet50_coco: cannot reach")
     assert "sha256 1167a1af" in text and "--weights path/to/fcn_resnet50_coco-1167a1af.pth" in text
+
+
+def test_init_from_a_registry_name_fine_tunes(
+    tiny_entry: PretrainedWeights, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``model.init_from: test/tiny`` (downloaded from the local server) starts a 6-class run:
+    every class-independent tensor is the file's, the class layers start fresh."""
+    from fcnseg.config import load_config
+    from fcnseg.engine.build import build_train_model
+
+    cfg = load_config(
+        "fcn8s_resnet18_synthetic",
+        ["model={name: tiny_fcn, init_from: test/tiny}", "data.options={size: [48, 64]}"],
+    )
+    with caplog.at_level(logging.WARNING, logger="fcnseg"):
+        model = build_train_model(cfg, num_classes=6)
+    source = pretrained_state("test/tiny").state_dict
+    state = model.state_dict()
+    kept = [k for k in source if state[k].shape == source[k].shape]
+    assert kept and all(torch.equal(state[k], source[k]) for k in kept)
+    reset = [k for k in source if state[k].shape != source[k].shape]
+    assert reset and all("score" in k for k in reset)  # score layers and their upsamplers
+    assert "has 3 classes, this run 6" in caplog.text

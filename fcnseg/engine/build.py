@@ -243,8 +243,12 @@ def build_train_model(cfg: Config, num_classes: int) -> nn.Module:
 
 def init_weights(source: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
     """What ``model.init_from`` names, as (state dict, its model spec, a label for messages):
-    an fcnseg checkpoint file or run directory."""
-    parent = ckpt.load_checkpoint(source)
+    an fcnseg run directory or checkpoint, a pretrained-weights name (``torchvision/…``,
+    ``reference/…``; downloaded once) or a file in one of their layouts."""
+    from fcnseg.models.pretrained import pretrained_state
+
+    is_run = Path(source).is_dir()
+    parent = ckpt.load_checkpoint(source) if is_run else pretrained_state(source)
     return parent.state_dict, parent.model, str(parent.path)
 
 
