@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from fcnseg.weights import WeightsUnavailableError
-
 __all__ = [
     "Checksum",
     "DownloadError",
@@ -35,6 +33,11 @@ __all__ = [
 
 #: Bytes read per step (and per progress-bar update).
 CHUNK = 1 << 20
+
+
+class WeightsUnavailableError(RuntimeError):
+    """Pretrained weights could not be obtained (e.g. no network); the message says what to do.
+    (Defined here, the leaf that fetches files; :mod:`fcnseg.weights` re-exports it.)"""
 
 
 class DownloadError(WeightsUnavailableError):

@@ -9,9 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,8 @@ from urllib.parse import urlparse
 
 import torch
 from torch import nn
+
+from fcnseg.download import OfflineError, WeightsUnavailableError, check_reachable
 
 __all__ = [
     "IMAGENET_TORCHVISION",
@@ -35,10 +34,6 @@ log = logging.getLogger("fcnseg")
 
 class WeightsFileError(ValueError):
     """A weights file named by the user is missing or is not a state dict (a config mistake)."""
-
-
-class WeightsUnavailableError(RuntimeError):
-    """Pretrained weights could not be obtained (e.g. no network); the message says what to do."""
 
 
 class Preprocess(nn.Module):
@@ -181,34 +176,18 @@ def _hub_cached(url: str) -> Path:
 
 
 def _check_online(url: str, timeout: float = 3.0) -> None:
-    host = urlparse(url).hostname or ""
-    start = time.monotonic()
-    # ``create_connection``'s timeout does not cover the DNS lookup, which can block for tens of
-    # seconds when no name server answers; bound the whole attempt from here instead.
-    outcome: list[BaseException | None] = []
-
-    def attempt() -> None:
-        try:
-            socket.create_connection((host, 443), timeout=timeout).close()
-            outcome.append(None)
-        except BaseException as err:  # handed to the caller below
-            outcome.append(err)
-
-    worker = threading.Thread(target=attempt, name="fcnseg-check-online", daemon=True)
-    worker.start()
-    worker.join(timeout + min(timeout, 1.0))  # the socket's own timeout, plus grace
-    err = outcome[0] if outcome else TimeoutError(f"no connection to {host} within {timeout:g} s")
-    if err is None:
-        return
-    if not isinstance(err, OSError):
-        raise err
-    raise WeightsUnavailableError(
-        f"cannot download ImageNet weights from {url} ({err}; gave up after "
-        f"{time.monotonic() - start:.1f} s). fcnseg needs a weights file when offline: "
-        f"download {url} on a connected machine and either pass "
-        f"backbone_weights='/path/to/{os.path.basename(urlparse(url).path)}' or copy it to "
-        f"{_hub_cached(url)}."
-    ) from err
+    """Fail within about ``timeout`` seconds, saying how to supply the file, when ``url``'s
+    server cannot be reached."""
+    try:
+        check_reachable(url, timeout)
+    except OfflineError as err:
+        raise WeightsUnavailableError(
+            f"cannot download ImageNet weights from {url} ({err}). fcnseg needs a weights "
+            "file when offline: "
+            f"download {url} on a connected machine and either pass "
+            f"backbone_weights='/path/to/{os.path.basename(urlparse(url).path)}' or copy it to "
+            f"{_hub_cached(url)}."
+        ) from err
 
 
 def _torchvision_weights(backbone: str) -> Any:

@@ -85,12 +85,11 @@ def test_missing_weights_file_is_a_config_mistake(tmp_path: Path) -> None:
 
 
 def test_imagenet_weights_offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import fcnseg.weights as weights_mod
 
     def unreachable(address: Any, *args: Any, **kwargs: Any) -> Any:
         raise OSError(101, "Network is unreachable")
 
-    monkeypatch.setattr(weights_mod.socket, "create_connection", unreachable)
+    monkeypatch.setattr(socket, "create_connection", unreachable)
     old = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / "hub"))  # no cached copy
     argv = ["train", CONFIG, "-o", str(tmp_path / "run"), "--no-progress"]

@@ -5,6 +5,7 @@ export, the Predictor and the Trainer like any other."""
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,6 @@ from torchvision.models.segmentation import (
     fcn_resnet101,
 )
 
-from fcnseg import weights as weights_mod
 from fcnseg.checkpoint import load_checkpoint, save_checkpoint
 from fcnseg.models import build_model, load_torchvision_state_dict, model_spec
 from fcnseg.weights import IMAGENET_TORCHVISION, WeightsUnavailableError
@@ -162,7 +162,7 @@ def test_imagenet_offline_fails_fast(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     old = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / "hub"))
-    monkeypatch.setattr(weights_mod.socket, "create_connection", unreachable)
+    monkeypatch.setattr(socket, "create_connection", unreachable)
     try:
         start = time.monotonic()
         for depth in (50, 101):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -432,7 +433,7 @@ def test_imagenet_offline_fails_fast_with_instructions(hub_dir, monkeypatch):
         calls.append(address)
         raise OSError(101, "Network is unreachable")
 
-    monkeypatch.setattr(weights_mod.socket, "create_connection", unreachable)
+    monkeypatch.setattr(socket, "create_connection", unreachable)
     url = _release_url("resnet18")
     start = time.monotonic()
     with pytest.raises(WeightsUnavailableError) as info:
@@ -458,7 +459,7 @@ def test_imagenet_offline_hanging_lookup_is_bounded(monkeypatch):
         release.wait(30)
         raise OSError("name resolution gave up")
 
-    monkeypatch.setattr(weights_mod.socket, "create_connection", hangs)
+    monkeypatch.setattr(socket, "create_connection", hangs)
     url = _release_url("resnet18")
     start = time.monotonic()
     try:
@@ -480,7 +481,7 @@ def _no_network_expected(address: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def test_imagenet_from_hub_cache_resnet18(hub_dir, resnet18_state, monkeypatch):
-    monkeypatch.setattr(weights_mod.socket, "create_connection", _no_network_expected)
+    monkeypatch.setattr(socket, "create_connection", _no_network_expected)
     cached = _cache_file(hub_dir, "resnet18")
     assert cached.name == "resnet18-f37072fd.pth"
     cached.parent.mkdir(parents=True)
@@ -508,7 +509,7 @@ def test_imagenet_from_hub_cache_googlenet_feeds_its_transform_input(hub_dir, mo
     """torchvision's GoogLeNet ImageNet weights are used with ``transform_input=True``: the
     model re-maps its ImageNet-normalised input to ``(x − 0.5) / 0.5`` before conv1, so that
     is the normalisation the weights were trained on, not torchvision's usual mean/std."""
-    monkeypatch.setattr(weights_mod.socket, "create_connection", _no_network_expected)
+    monkeypatch.setattr(socket, "create_connection", _no_network_expected)
     state = _model_state("googlenet", seed=22)
     assert any(k.startswith("aux1.") for k in state)  # the release's file has aux heads too
     cached = _cache_file(hub_dir, "googlenet")
