@@ -9,6 +9,7 @@ of the file; :func:`download` adds those on urllib, hashlib and tqdm. The file i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
@@ -17,6 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,12 +149,39 @@ def download(
     when the server honours it (otherwise it starts over). An interrupted transfer keeps the
     partial file and says to run again; a complete file whose checksum (or known ``size``,
     bytes) is wrong is removed. Raises :class:`DownloadError` (:class:`OfflineError` when the
-    server cannot be reached).
+    server cannot be reached). Processes fetching the same ``dest`` at once (torchrun ranks,
+    two commands) take turns on a lock file: the first downloads, the others find the file.
     """
-    from tqdm import tqdm
-
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(dest.with_name(dest.name + ".lock")):
+        if dest.is_file():
+            return dest
+        return _download(url, dest, checksum, size, progress, timeout)
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``lock`` (where the OS has one; elsewhere no lock)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock
+        yield
+        return
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _download(
+    url: str, dest: Path, checksum: Checksum, size: int | None, progress: bool, timeout: float
+) -> Path:
+    """:func:`download` under its lock."""
+    from tqdm import tqdm
+
     part = partial_path(dest)
     start = part.stat().st_size if part.is_file() else 0
     try:
@@ -160,7 +189,7 @@ def download(
     except urllib.error.HTTPError as err:
         if err.code == 416 and start:  # the partial file is no prefix the server knows
             part.unlink()
-            return download(url, dest, checksum, size=size, progress=progress, timeout=timeout)
+            return _download(url, dest, checksum, size, progress, timeout)
         raise DownloadError(f"{url} answered HTTP {err.code} {err.reason}") from err
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)

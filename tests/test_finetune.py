@@ -5,6 +5,7 @@ is refused in one line. Staged training and same-class init_from are unchanged."
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -151,9 +152,9 @@ def test_init_weights_is_the_one_source(
     loaded = ckpt.load_checkpoint(parent)
     seen = []
 
-    def resolve(source: str) -> tuple[dict[str, torch.Tensor], dict[str, object], str]:
+    def resolve(source: str) -> ckpt.Checkpoint:
         seen.append(source)
-        return loaded.state_dict, loaded.model, f"registry entry {source}"
+        return dataclasses.replace(loaded, path=Path(f"registry entry {source}"))
 
     monkeypatch.setattr(build, "init_weights", resolve)
     cfg = load_config(CONFIG, [*TINY, "model.init_from=local/fcn8s_synthetic"])

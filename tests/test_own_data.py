@@ -127,8 +127,8 @@ def test_folder_mistakes_are_clear(tmp_path: Path) -> None:
     root = _write(tmp_path / "one", [np.zeros((8, 8), np.uint8)] * 2)
     with pytest.raises(DataError, match="at least two classes"):
         survey_folder(root)
-    noisy = [np.arange(100, dtype=np.uint8).reshape(10, 10)]
-    with pytest.raises(DataError, match="not label maps"):
+    noisy = [np.arange(0, 255, 3, dtype=np.uint8).reshape(5, 17)]  # 85 scattered grey levels
+    with pytest.raises(DataError, match="85 scattered grey levels"):
         survey_folder(_write(tmp_path / "noisy", noisy))
 
 
@@ -234,3 +234,48 @@ def test_readme_own_data_section_runs_literally(tmp_path: Path) -> None:
     finally:
         serve.terminate()
         serve.wait(timeout=30)
+
+
+def test_survey_refuses_what_it_would_get_wrong(tmp_path: Path) -> None:
+    soft = _blob(40, 40, 255)
+    soft[10, 10:30] = 128  # a few anti-aliased edge pixels
+    with pytest.raises(DataError, match=r"anti-aliased.*threshold them"):
+        survey_folder(_write(tmp_path / "soft", [soft, _blob(40, 40, 255)]))
+    _write(tmp_path / "half" / "train", [_blob(16, 24, 1)] * 2)
+    with pytest.raises(DataError, match="not val/: give both train/ and val/"):
+        survey_folder(tmp_path / "half")
+    single = survey_folder(_write(tmp_path / "single", [_blob(16, 24, 255)]))
+    with pytest.raises(DataError, match="at least 2 are needed"):
+        folder_config(single)
+
+
+def test_one_based_indices_keep_255_as_ignore(tmp_path: Path) -> None:
+    masks = [_blob(16, 16, 2, background=1), _blob(16, 16, 3, background=1)]
+    masks[0][0, :] = 255
+    survey = survey_folder(_write(tmp_path / "d", masks))
+    assert survey.mask_values is None and len(survey.classes) == 4
+    assert any("class 0 (background) never occurs" in n for n in survey.notes)
+
+
+def test_own_data_run_resumes_evaluates_and_reads_masks_like_training(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The 0/255 table (data.options.mask_values) survives the checkpoint's JSON: the run
+    resumes with nothing refused, eval rebuilds its data, predict --masks reads 255 as class 1."""
+    root = _write(tmp_path / "d", [_blob(24, 32, 255) for _ in range(5)])
+    run = tmp_path / "run"
+    tiny = ["--set", "train.iterations=2", "--set", "train.eval_every=2", "--no-progress"]
+    assert main(["train", str(root), "-o", str(run), *tiny]) == 0
+    more = ["--set", "train.iterations=3", "--set", "train.eval_every=2", "--no-progress"]
+    assert main(["train", str(root), "-o", str(run), *more, "--resume"]) == 0
+    assert json.loads((run / "metrics.json").read_text())["iteration"] == 3
+    assert main(["eval", str(run), "-o", str(tmp_path / "eval"), "--no-progress"]) == 0
+    out = tmp_path / "pred"
+    args = ["predict", str(run), str(root / "images"), "-o", str(out), "--no-progress"]
+    assert main([*args, "--masks", str(root / "masks")]) == 0
+    capsys.readouterr()
+    panel = np.array(Image.open(out / "p0_panel.png").convert("RGB"))
+    # The ground-truth column shows the foreground colour, not the "ignore" grey of 255.
+    from fcnseg.data.palettes import default_palette
+
+    assert (panel == np.array(default_palette(2)[1], np.uint8)).all(-1).any()

@@ -224,6 +224,30 @@ def test_download_once_check_and_load(tiny_entry: PretrainedWeights, server: Ser
     assert predictor.predict(IMAGE[0]).shape == IMAGE.shape[-2:]
 
 
+def test_concurrent_downloads_take_turns(tiny_entry: PretrainedWeights, server: Server) -> None:
+    """Processes (here threads) fetching one file at once: one downloads, the rest wait on the
+    lock and find it — one request, a verified file (appending to one partial file would
+    corrupt it)."""
+    from fcnseg.download import download
+
+    dest = cached_file(tiny_entry)
+    results: list[Path | BaseException] = []
+
+    def fetch_one() -> None:
+        try:
+            results.append(download(tiny_entry.url, dest, tiny_entry.checksum, progress=False))
+        except BaseException as err:  # reported below
+            results.append(err)
+
+    threads = [threading.Thread(target=fetch_one) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == [dest] * 3
+    assert len(server.requests) == 1 and dest.read_bytes() == PAYLOAD
+
+
 @pytest.mark.parametrize("ranges", [True, False])
 def test_interrupted_download_resumes(
     tiny_entry: PretrainedWeights, server: Server, ranges: bool
@@ -259,11 +283,12 @@ def test_truncated_file_is_reported_and_removed(
     tiny_entry: PretrainedWeights, server: Server
 ) -> None:
     """The server sends a shorter file as if complete: the known size (else the checksum)
-    catches it and nothing is left in the cache."""
+    catches it and no data is left in the cache."""
     server.files["/tiny.pth"] = PAYLOAD[: len(PAYLOAD) - 100]
     with pytest.raises(WeightsUnavailableError, match=f"truncated: {len(PAYLOAD) - 100} bytes"):
         pretrained_state("test/tiny", progress=False)
-    assert list(cached_file(tiny_entry).parent.iterdir()) == []
+    left = [p.name for p in cached_file(tiny_entry).parent.iterdir()]
+    assert left == ["tiny_from_caffe.pth.lock"]  # the (empty) lock file only
 
 
 def test_a_web_page_instead_of_the_file(tiny_entry: PretrainedWeights, server: Server) -> None:
@@ -485,3 +510,5 @@ def test_init_from_a_registry_name_fine_tunes(
     reset = [k for k in source if state[k].shape != source[k].shape]
     assert reset and all("score" in k for k in reset)  # score layers and their upsamplers
     assert "has 3 classes, this run 6" in caplog.text
+    # The reference weights keep their own input: BGR, 0–255, the ILSVRC mean (not ImageNet's).
+    assert model.preprocess.to_dict() == CAFFE_PREPROCESS

@@ -33,7 +33,9 @@ def _train(args: argparse.Namespace) -> int:
         save_config(cfg, args.save_config, args.config)
         print(f"wrote {args.save_config}; edit it, then: fcnseg train {args.save_config}")
         return 0
-    run_dir = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    source = Path(args.config)
+    name = source.resolve().name if source.is_dir() else source.stem  # `fcnseg train .` too
+    run_dir = Path(args.out) if args.out else Path("runs") / name
     last = run_dir / "checkpoints" / "last"
     if not args.resume and any(
         Path(f"{last}{ext}").exists() for ext in (".safetensors", ".state.pt")

@@ -14,6 +14,7 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from fcnseg.data.base import DataError
 from fcnseg.data.survey import FolderSurvey
 
 __all__ = ["RECIPE", "folder_config", "train_size"]
@@ -66,6 +67,11 @@ def folder_config(survey: FolderSurvey, *, name: str | None = None) -> dict[str,
         options["mask_values"] = dict(survey.mask_values)
     if "all" in survey.splits:
         pairs = len(survey.splits["all"])
+        if pairs < 2:
+            raise DataError(
+                f"{survey.root} holds {pairs} image/mask pair: at least 2 are needed (one to "
+                "train on, one to validate)"
+            )
         holdout = min(5, pairs)
         options["holdout"] = holdout  # every holdout-th pair (by name) is val
         train_pairs = pairs - math.ceil(pairs / holdout)

@@ -30,9 +30,13 @@ from fcnseg.data.palettes import default_palette
 
 __all__ = ["FolderSurvey", "survey_folder"]
 
-#: More distinct values than this in the masks: they are not label maps (anti-aliased edges,
-#: JPEG artefacts or a photo in the masks folder).
-MAX_VALUES = 64
+#: More distinct values than this in the masks: they are not label maps (JPEG artefacts or a
+#: photo in the masks folder). Scattered grey levels are mapped in order only up to
+#: :data:`MAX_LEVELS`; near-contiguous indices may go up to 254 (ADE20K-sized label sets).
+MAX_VALUES = 256
+MAX_LEVELS = 32
+#: Share of pixels outside 0 and 255 below which 0/255 masks count as anti-aliased binary ones.
+ANTIALIAS_SHARE = 0.01
 #: Files naming the classes, one per line, looked for in the data folder.
 CLASS_FILES = ("classes.txt", "class_names.txt")
 
@@ -74,8 +78,14 @@ def _split_layout(root: Path) -> dict[str, tuple[Path, Path]]:
         for s in ("train", "val")
         if (root / s / "images").is_dir()
     }
-    if "train" in found:
+    if set(found) == {"train", "val"}:
         return found
+    if found:
+        raise DataError(
+            f"{root} has {'/, '.join(found)}/ but not {'val' if 'train' in found else 'train'}/: "
+            "give both train/ and val/ (each with images/ and masks/), or put every pair in "
+            "images/ and masks/ for an automatic split"
+        )
     raise DataError(
         f"{root} is not a data folder: expected images/ and masks/ in it (files paired by "
         "name: images/a.jpg ↔ masks/a.png), or train/ and val/ folders each holding both"
@@ -112,14 +122,27 @@ def _infer_grey(values: dict[int, int]) -> tuple[int, dict[int, int] | None, int
     raw = sorted(values)
     if set(raw) <= {0, 255} and 255 in values:
         return 2, {0: 0, 255: 1}, IGNORE_INDEX, "0 → class 0, 255 → class 1 (binary masks)"
+    between = sum(n for v, n in values.items() if v not in (0, 255))
+    if 0 in values and 255 in values and between <= ANTIALIAS_SHARE * sum(values.values()):
+        raise DataError(
+            f"the masks are 0/255 binary masks with {len(raw) - 2} other grey levels on "
+            f"{between:,} pixels (anti-aliased or resized edges): threshold them (e.g. ≥ 128 → "
+            "255, else 0) and save as PNG, so every pixel is one class"
+        )
     indices = [v for v in raw if v != IGNORE_INDEX]
     top = max(indices)
-    # Small indices from 0 with few gaps are class indices (VOC-style 255 = ignore beside them).
-    if indices[0] == 0 and top < 64 and len(indices) * 2 >= top + 1:
+    # Small indices (from 0 or 1) with few gaps are class indices (VOC-style 255 = ignore
+    # beside them); 1-based labels leave class 0 empty, which the label check reports.
+    if indices[0] <= 1 and top < IGNORE_INDEX and len(indices) * 2 >= top + 1:
         note = f"values are class indices 0..{top}"
         if IGNORE_INDEX in values:
             note += f"; 255 = ignore ({values[IGNORE_INDEX]:,} pixels, e.g. object borders)"
         return top + 1, None, IGNORE_INDEX, note
+    if len(raw) > MAX_LEVELS:
+        raise DataError(
+            f"the masks hold {len(raw)} scattered grey levels ({format_values(raw)}): too many "
+            "to be classes; save masks as class indices 0..K (or a palette PNG)"
+        )
     mapping = {v: i for i, v in enumerate(raw)}
     shown = ", ".join(f"{v} → {i}" for v, i in mapping.items())
     return len(raw), mapping, IGNORE_INDEX, f"grey values mapped in order: {shown}"

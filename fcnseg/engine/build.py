@@ -25,6 +25,7 @@ from fcnseg.losses import SegmentationLoss, median_frequency_weights
 from fcnseg.models import build_model, spec_differences
 from fcnseg.models.base import Margins
 from fcnseg.models.finetune import load_for_finetuning
+from fcnseg.weights import Preprocess
 
 __all__ = [
     "build_criterion",
@@ -213,7 +214,8 @@ def build_train_model(cfg: Config, num_classes: int) -> nn.Module:
     model = build_model(spec, **init)
     if not source:
         return model
-    state, parent, label = init_weights(source)
+    parent_ckpt = init_weights(source)
+    state, parent, label = parent_ckpt.state_dict, parent_ckpt.model, str(parent_ckpt.path)
     diffs = spec_differences(
         parent, spec, ignore=("name", "num_classes"), labels=("checkpoint", "this run")
     )
@@ -226,7 +228,10 @@ def build_train_model(cfg: Config, num_classes: int) -> nn.Module:
         reset = load_for_finetuning(model, state, spec)
     except ValueError as err:
         raise ckpt.CheckpointError(f"model.init_from: {label}: {err}") from err
-    log.info("initialising from %s", label)
+    # The weights were trained on inputs normalised their way (e.g. the reference's BGR,
+    # 0–255, mean-subtracted): keep feeding them so.
+    model.set_preprocess(Preprocess.from_dict(parent_ckpt.preprocess))
+    log.info("initialising from %s (input: %s)", label, model.preprocess)
     kept = "; ".join(f"{layer} ({why})" for layer, why in reset.items())
     classes = parent.get("num_classes", num_classes)
     if classes != num_classes:
@@ -241,15 +246,14 @@ def build_train_model(cfg: Config, num_classes: int) -> nn.Module:
     return model
 
 
-def init_weights(source: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], str]:
-    """What ``model.init_from`` names, as (state dict, its model spec, a label for messages):
+def init_weights(source: str | Path) -> ckpt.Checkpoint:
+    """What ``model.init_from`` names, as a checkpoint (weights, model spec, preprocess, …):
     an fcnseg run directory or checkpoint, a pretrained-weights name (``torchvision/…``,
     ``reference/…``; downloaded once) or a file in one of their layouts."""
     from fcnseg.models.pretrained import pretrained_state
 
     is_run = Path(source).is_dir()
-    parent = ckpt.load_checkpoint(source) if is_run else pretrained_state(source)
-    return parent.state_dict, parent.model, str(parent.path)
+    return ckpt.load_checkpoint(source) if is_run else pretrained_state(source)
 
 
 # ---------------------------------------------------------------------- optimisation

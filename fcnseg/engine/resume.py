@@ -121,6 +121,9 @@ def config_changes(saved: dict[str, Any], now: Config) -> list[Change]:
     """Every key whose value differs between a stored config mapping and ``now``, in config
     order. Defaults fill keys either side leaves out; a stored config this version cannot
     read (keys since removed) is compared key by key where both have the key."""
+    # Compare as stored: checkpoints keep the config as JSON (mapping keys become strings).
+    now = Config.from_dict(json.loads(json.dumps(now.to_dict())))
+    saved = json.loads(json.dumps(saved))
     try:
         old_cfg = Config.from_dict(saved)
     except ConfigError:

@@ -88,20 +88,30 @@ def _save_panel(
     """``image | prediction`` (``image | ground truth | prediction`` with a mask file) at
     ``path``; raises :class:`~fcnseg.data.base.DataError` for a mask that does not fit."""
     from fcnseg.data.base import DataError
-    from fcnseg.data.io import read_mask
+    from fcnseg.data.io import LabelMap, read_mask
     from fcnseg.viz import save_panels
 
     if mask_path is None:
         row, titles = (image, labels), ("image", "prediction")
     else:
         mask = read_mask(mask_path)
+        if predictor.mask_values is not None:  # read as the training read its masks
+            table = LabelMap(predictor.mask_values, name="the training's mask_values")
+            mask = table(mask, mask_path)
         if mask.shape != labels.shape:
             raise DataError(
                 f"mask {mask_path} is {tuple(mask.shape)}, its image {tuple(labels.shape)}"
             )
         row, titles = (image, mask, labels), ("image", "ground truth", "prediction")
     try:
-        save_panels(path, [row], predictor.palette, predictor.classes, titles=titles)
+        save_panels(
+            path,
+            [row],
+            predictor.palette,
+            predictor.classes,
+            predictor.ignore_index,
+            titles=titles,
+        )
     except ValueError as err:  # labels the palette does not cover
         raise DataError(f"mask {mask_path}: {err}") from err
 

@@ -83,6 +83,10 @@ class Predictor:
     channels_last: bool = False
     amp: str | None = None
     train_size: tuple[int, int] | None = None
+    #: How the training read its masks: the ignore label and the raw value → class table
+    #: (``data.options.mask_values``), so ground truth given at inference reads the same way.
+    ignore_index: int = 255
+    mask_values: dict[int, int] | None = None
 
     @classmethod
     def from_checkpoint(
@@ -124,7 +128,9 @@ class Predictor:
             reason = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise CheckpointError(f"{path} is not a readable ONNX model ({reason})") from err
         size = train_size(meta.get("train_scale"))
-        return cls(model, meta["classes"], meta["palette"], train_size=size)
+        return cls(model, meta["classes"], meta["palette"], train_size=size,
+                   ignore_index=meta.get("ignore_index", 255),
+                   mask_values=_mask_values(meta.get("config")))  # fmt: skip
 
     @classmethod
     def from_loaded(
@@ -140,7 +146,8 @@ class Predictor:
         palette = [list(c) for c in ckpt.palette]
         size = train_size(ckpt.train_scale)
         return cls(model, list(ckpt.classes), palette, dev, channels_last=True, amp=amp,
-                   train_size=size)  # fmt: skip
+                   train_size=size, ignore_index=ckpt.ignore_index,
+                   mask_values=_mask_values(ckpt.config))  # fmt: skip
 
     def scaled_size(
         self, size: tuple[int, int] | torch.Size, options: InferenceOptions
@@ -245,3 +252,9 @@ def _tiled(images: torch.Tensor, options: InferenceOptions) -> bool:
     """Whether ``options`` tile ``images`` (a tile covering the image is whole-image)."""
     h, w = images.shape[-2:]
     return options.tile is not None and (options.tile < h or options.tile < w)
+
+
+def _mask_values(config: dict | None) -> dict[int, int] | None:
+    """``data.options.mask_values`` of a stored config (JSON keys back to ints), or ``None``."""
+    table = ((config or {}).get("data") or {}).get("options", {}).get("mask_values")
+    return {int(k): int(v) for k, v in table.items()} if isinstance(table, dict) else None

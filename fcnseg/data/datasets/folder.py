@@ -81,10 +81,14 @@ def _int(value: Any, what: str, source: str) -> int:
 def _parse_mask_values(raw: Any, source: str) -> dict[int, int]:
     if not isinstance(raw, Mapping) or not raw:
         raise DataError(f"{source}: mask_values must be a non-empty mapping raw value → class")
-    return {
-        _int(k, "a mask_values key", source): _int(v, "a mask_values value", source)
-        for k, v in raw.items()
-    }
+
+    def key(k: Any) -> int:
+        # Checkpoints and exports store the config as JSON, whose keys are strings: "255".
+        if isinstance(k, str) and k.lstrip("-").isdigit():
+            return int(k)
+        return _int(k, "a mask_values key", source)
+
+    return {key(k): _int(v, "a mask_values value", source) for k, v in raw.items()}
 
 
 def load_meta(meta: str | Path | Mapping[str, Any], root: Path | None = None) -> FolderMeta:
