@@ -53,6 +53,7 @@ def _eval(args: argparse.Namespace) -> int:
             device=args.device,
             progress=not args.no_progress,
             options=inference_options(args),
+            precision=args.precision,
         )
     except (CheckpointError, ConfigError, DataError, ValueError) as err:
         raise SystemExit(f"fcnseg eval: {err}") from err

@@ -144,6 +144,7 @@ class _Model:
     predictor: Predictor
     config: dict[str, Any]
     ignore_index: int | None
+    precision: str = "fp32"
 
 
 def _load_model(path: str | Path | Checkpoint, dev: torch.device) -> _Model:
@@ -156,10 +157,21 @@ def _load_model(path: str | Path | Checkpoint, dev: torch.device) -> _Model:
 
         predictor = Predictor.from_onnx(path)
         meta = read_onnx_metadata(path)
-        return _Model(Path(path), predictor, meta.get("config") or {}, meta.get("ignore_index"))
+        return _Model(Path(path), predictor, meta.get("config") or {}, meta.get("ignore_index"),
+                      meta.get("precision", "fp32"))  # fmt: skip
     ckpt = path if isinstance(path, Checkpoint) else load_checkpoint(path)  # loaded: --weights
     predictor = Predictor.from_loaded(ckpt, str(dev))
     return _Model(ckpt.path, predictor, ckpt.config, ckpt.ignore_index)
+
+
+def _precision(model: _Model, predictor: Predictor) -> str:
+    """The precision predictions ran at: an ONNX file's own (``fp32`` unless it records one),
+    else the autocast dtype that applied on the predictor's device."""
+    if not isinstance(predictor.model, nn.Module):
+        return model.precision
+    amp, dev = predictor.amp, predictor.device.type
+    applied = (amp == "bf16" and dev in ("cpu", "cuda")) or (amp == "fp16" and dev == "cuda")
+    return str(amp) if applied else "fp32"
 
 
 def _eval_config(model: _Model, config: str | Path | None, overrides: list[str] | None) -> Config:
@@ -246,6 +258,7 @@ def run_evaluation(
     device: str = "auto",
     progress: bool = True,
     options: InferenceOptions | None = None,
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """``fcnseg eval``: evaluate a checkpoint (file or run directory) or an exported ``.onnx``
     file on a split of the data its stored config (or ``config``) names.
@@ -254,12 +267,19 @@ def run_evaluation(
     :mod:`fcnseg.inference.scale`; data that its config resizes to that size already is not
     resized again), e.g. ``InferenceOptions(tile=256, overlap=64)`` for sliding-window
     evaluation; recorded in the report with the size images were shown to the network at.
+    ``precision``: ``"fp32"`` or ``"bf16"`` (autocast) for a checkpoint (default: its
+    ``train.amp``); an ``.onnx`` file runs at its own (recorded as ``precision``).
     Works under torchrun (each process evaluates a shard; the confusion matrices are summed).
     Writes ``metrics.json``, ``confusion.png``, ``per_class_iou.png`` (and panels) to
     ``out_dir`` and prints the metrics table.
     """
     from fcnseg.engine.distributed import setup
 
+    if precision not in (None, "fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    if precision == "bf16" and str(checkpoint).endswith(".onnx"):
+        raise ValueError(f"{checkpoint} runs at the precision it was exported at; bf16 applies "
+                         "to checkpoints")  # fmt: skip
     dist, dev = setup(device)
     options = options or InferenceOptions()
     model = _load_model(checkpoint, dev)
@@ -267,7 +287,8 @@ def run_evaluation(
     split = split or cfg.data.val_split
     predictor = model.predictor
     if isinstance(predictor.model, nn.Module):
-        predictor.amp = cfg.train.amp
+        amp = None if precision == "fp32" else precision
+        predictor.amp = cfg.train.amp if precision is None else amp
     # The training's scale (--scale train): images the data does not resize are resized for
     # the network one at a time; data resized to the training size already are left alone.
     scaled = options.scale == "train" and predictor.train_size is not None
@@ -287,6 +308,7 @@ def run_evaluation(
         "split": split,
         "images": len(dataset),
         "inference": options.as_dict(),
+        "precision": _precision(model, predictor),
         "network_input_size": list(network_size) if network_size else None,
     }
     return _write_outputs(out, matrix, kept, predictor, extra, ignore_index)

@@ -93,10 +93,15 @@ class Predictor:
         cls, path: str | Path, device: str = "auto", *, amp: str | None = None
     ) -> Predictor:
         """Load an fcnseg checkpoint (file or run directory) or an exported ``.onnx`` file
-        (run with ONNX Runtime, on the CPU). ``amp``: ``"bf16"``/``"fp16"`` mixed precision."""
+        (run with ONNX Runtime, on the CPU, at the precision it was exported at). ``amp``:
+        ``"bf16"``/``"fp16"`` mixed precision (a checkpoint's only)."""
         from fcnseg.checkpoint import load_checkpoint
 
         if str(path).endswith(".onnx"):
+            if amp is not None:
+                raise ValueError(
+                    f"{path} runs at the precision it was exported at; {amp} applies to checkpoints"
+                )
             return cls.from_onnx(path)
         return cls.from_loaded(load_checkpoint(path), device, amp=amp)
 

@@ -1,0 +1,124 @@
+"""``--precision fp32|bf16``: bf16 autocast really runs, agrees with fp32 on the labels, is
+reached from the command line, and is refused for ONNX models (their precision is the file's)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fcnseg.checkpoint import save_checkpoint
+from fcnseg.cli import main
+from fcnseg.data.registry import build_dataset
+from fcnseg.inference import Predictor
+from fcnseg.models import fcn8s
+
+SYNTHETIC = build_dataset("synthetic", None, "val", num_images=2, size=[48, 64])
+CLASSES = list(SYNTHETIC.classes)
+COMMON = ["--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An FCN-8s/ResNet-18 with random score layers centred over the classes (uncentred, one
+    class wins everywhere; seed 0: three classes win ≥ 10% each of the pixels below)."""
+    torch.manual_seed(0)
+    model = fcn8s(backbone="resnet18", num_classes=len(CLASSES))
+    with torch.no_grad():
+        for layer in (model.score_fr, *model.scorers.values()):
+            layer.weight.normal_(0, 0.1)
+            layer.weight -= layer.weight.mean(0, keepdim=True)
+    spec = {"name": "fcn8s", "backbone": "resnet18", "num_classes": len(CLASSES), "mode": "exact"}
+    path = tmp_path_factory.mktemp("precision") / "m.safetensors"
+    return save_checkpoint(path, model, model_spec=spec, classes=CLASSES,
+                           palette=[list(c) for c in SYNTHETIC.palette],
+                           ignore_index=255)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    """Two 48×64 synthetic scenes (shapes on backgrounds), uint8."""
+    return torch.stack([SYNTHETIC[i][0] for i in range(2)])
+
+
+def test_bf16_runs_and_agrees_with_fp32(checkpoint: Path, images: torch.Tensor) -> None:
+    """The network's layers compute in bfloat16; the labels match fp32's on ≥ 95% of pixels,
+    while the probabilities differ by more than fp32 rounding (which two fp32 runs share)."""
+    fp32 = Predictor.from_checkpoint(checkpoint, "cpu")
+    bf16 = Predictor.from_checkpoint(checkpoint, "cpu", amp="bf16")
+    dtypes: list[torch.dtype] = []
+    conv = next(m for m in bf16.model.modules() if isinstance(m, torch.nn.Conv2d))
+    conv.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+    a, a2 = fp32.probabilities_batch(images), fp32.probabilities_batch(images)
+    b = bf16.probabilities_batch(images)
+    assert dtypes == [torch.bfloat16]
+    assert a.dtype == b.dtype == torch.float32  # results come back as float32
+    torch.testing.assert_close(a2, a, rtol=0, atol=1e-6)
+    assert (a - b).abs().max() > 1e-3
+    shares = a.argmax(1).flatten().bincount(minlength=len(CLASSES)) / a.argmax(1).numel()
+    assert (shares >= 0.1).sum() >= 3, shares  # agreement is not one class everywhere
+    agreement = (a.argmax(1) == b.argmax(1)).float().mean().item()
+    assert agreement >= 0.95, agreement
+
+
+def _write_image(folder: Path, image: torch.Tensor) -> Path:
+    folder.mkdir()
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / "x.png")
+    return folder
+
+
+def test_cli_flag_reaches_the_predictor(
+    checkpoint: Path, images: torch.Tensor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fcnseg predict --precision bf16`` loads the model with bf16 autocast (fp32 without)
+    and its probabilities differ from fp32's."""
+    seen: list[str | None] = []
+    load = Predictor.from_checkpoint.__func__  # type: ignore[attr-defined]
+
+    def spy(cls: type[Predictor], path: str, device: str = "auto", *, amp: str | None = None):
+        seen.append(amp)
+        return load(cls, path, device, amp=amp)
+
+    monkeypatch.setattr(Predictor, "from_checkpoint", classmethod(spy))
+    inputs = _write_image(tmp_path / "in", images[0])
+    probs = {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        args = ["predict", str(checkpoint), str(inputs), "-o", str(out), "--probabilities"]
+        assert main([*args, "--precision", precision, *COMMON]) == 0
+        assert (out / "x.png").is_file()
+        probs[precision] = np.load(out / "x_probs.npy").astype(np.float32)
+    assert seen == [None, "bf16"]
+    assert np.abs(probs["fp32"] - probs["bf16"]).max() > 1e-3
+
+
+def test_bf16_of_an_onnx_model_is_one_line(images: torch.Tensor, tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"not read: refused before loading")
+    inputs = _write_image(tmp_path / "in", images[0])
+    for command in (
+        ["predict", str(model), str(inputs), "-o", str(tmp_path / "out")],
+        ["eval", str(model)],
+    ):
+        with pytest.raises(SystemExit) as stop:
+            main([*command, "--precision", "bf16", *COMMON])
+        message = str(stop.value.code)
+        assert message.startswith(f"fcnseg {command[0]}: ") and "\n" not in message
+        assert "precision it was exported at" in message
+    with pytest.raises(ValueError, match="precision it was exported at"):
+        Predictor.from_checkpoint(model, amp="bf16")
+
+
+def test_eval_records_the_precision(checkpoint: Path, tmp_path: Path) -> None:
+    """``fcnseg eval --precision bf16`` records it in metrics.json (beside ``inference``); without
+    the flag the synthetic config's train.amp (none) gives fp32."""
+    data = ["--config", "fcn8s_resnet18_synthetic", "--set",
+            "data.options={num_images: 2, size: [48, 64]}", *COMMON]  # fmt: skip
+    for flag, want in ((["--precision", "bf16"], "bf16"), ([], "fp32")):
+        out = tmp_path / want
+        assert main(["eval", str(checkpoint), "-o", str(out), *flag, *data]) == 0
+        assert json.loads((out / "metrics.json").read_text())["precision"] == want
