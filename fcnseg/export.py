@@ -17,6 +17,10 @@ arithmetic stays dynamic, and checks that file the same way.
 An ONNX export is one self-contained ``.onnx`` file. Only a model too large for one protobuf
 (:data:`ONNX_SINGLE_FILE_LIMIT`, 2 GB) uses ONNX's external-data layout: ``NAME.onnx`` plus its
 weights in ``NAME.onnx.data`` beside it (:func:`exported_files` lists them; keep them together).
+
+``quantize="int8"`` writes instead the int8 model of the checked float export, calibrated on a
+folder of images (:mod:`fcnseg.quantize`); it records ``fcnseg.precision`` and
+``fcnseg.calibration``.
 """
 
 from __future__ import annotations
@@ -49,6 +53,8 @@ CHECK_SHAPES = ((1, 67, 45), (2, 31, 33), (1, 100, 101))
 META_KEYS = ("fcnseg.classes", "fcnseg.palette", "fcnseg.preprocess", "fcnseg.model")
 #: Keys of files exported by later versions: the training's scale policy, config, ignore index.
 OPTIONAL_KEYS = ("fcnseg.train_scale", "fcnseg.config", "fcnseg.ignore_index")
+#: Keys of quantized files: ``"int8"``, and the calibration (source, images, agreement).
+QUANTIZED_KEYS = ("fcnseg.precision", "fcnseg.calibration")
 
 
 def _metadata(ckpt: Any) -> dict[str, str]:
@@ -69,12 +75,18 @@ def export_model(
     *,
     fmt: str = "onnx",
     sample_size: tuple[int, int] = (64, 64),
+    quantize: str | None = None,
+    calibrate: str | Path | None = None,
+    calibration_images: int = 32,
 ) -> Path:
     """Export ``checkpoint`` (file, run directory or loaded :class:`Checkpoint`) to the file
     ``out`` as ``"onnx"`` or ``"torchscript"``; returns ``out`` (see :func:`exported_files`
-    for an ONNX model over 2 GB)."""
+    for an ONNX model over 2 GB). ``quantize="int8"`` (ONNX only): the post-training int8
+    model, calibrated on ``calibration_images`` images of the folder ``calibrate``
+    (:func:`fcnseg.quantize.quantize_int8`)."""
     if fmt not in ("onnx", "torchscript"):
         raise ValueError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
+    _check_quantize(fmt, quantize, calibrate, calibration_images)
     out = Path(out)
     if out.is_dir():
         raise ValueError(f"{out} is a folder; name the file to write, e.g. {out / 'model.onnx'}")
@@ -114,8 +126,41 @@ def export_model(
         for key, value in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
-        _save_onnx(proto, out, Path(tmp))
+        if quantize is None:
+            _save_onnx(proto, out, Path(tmp))
+            return out
+        from fcnseg.quantize import quantize_int8
+
+        fp32 = Path(tmp) / "float" / "model.onnx"
+        fp32.parent.mkdir()
+        onnx.save_model(proto, str(fp32))
+        int8 = Path(tmp) / "int8" / out.name
+        int8.parent.mkdir()
+        assert calibrate is not None  # _check_quantize
+        quantize_int8(fp32, int8, read_onnx_metadata(fp32), calibrate, calibration_images)
+        os.replace(int8, out)
     return out
+
+
+def _check_quantize(
+    fmt: str, quantize: str | None, calibrate: str | Path | None, images: int
+) -> None:
+    """The quantization arguments make sense (before anything is exported)."""
+    if quantize is None:
+        if calibrate is not None:
+            raise ValueError("--calibrate is for --quantize int8; add it or drop --calibrate")
+        return
+    if quantize != "int8":
+        raise ValueError(f"quantize must be 'int8' or None, got {quantize!r}")
+    if fmt != "onnx":
+        raise ValueError(f"--quantize applies to ONNX exports, not {fmt}; use --format onnx")
+    if calibrate is None:
+        raise ValueError(
+            "--quantize int8 needs --calibrate FOLDER: images like those the model will see"
+        )
+    from fcnseg.quantize import calibration_files
+
+    calibration_files(calibrate, images)
 
 
 def _save_onnx(proto: Any, out: Path, tmp: Path) -> None:
@@ -211,7 +256,8 @@ def _check_onnx(path: Path, model: torch.nn.Module) -> None:
 
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     """The fcnseg metadata of an exported ONNX file (classes, palette, preprocess, model; and
-    train_scale, config, ignore_index when it was exported with them)."""
+    train_scale, config, ignore_index when it was exported with them; precision and
+    calibration when quantized)."""
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
@@ -219,5 +265,5 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     missing = [k for k in META_KEYS if k not in props]
     if missing:
         raise ValueError(f"{path} has no fcnseg metadata ({missing}); export it with fcnseg")
-    keys = [*META_KEYS, *(k for k in OPTIONAL_KEYS if k in props)]
+    keys = [*META_KEYS, *(k for k in (*OPTIONAL_KEYS, *QUANTIZED_KEYS) if k in props)]
     return {k.removeprefix("fcnseg."): json.loads(props[k]) for k in keys}

@@ -120,9 +120,23 @@ def _export(args: argparse.Namespace) -> int:
         from fcnseg.models.pretrained import pretrained_state
 
         source = pretrained_state(args.weights)
-    path = export_model(source, args.out, fmt=args.format)
+    path = export_model(
+        source,
+        args.out,
+        fmt=args.format,
+        quantize=args.quantize,
+        calibrate=args.calibrate,
+        calibration_images=args.calibration_images,
+    )
     files = exported_files(path)
-    if len(files) > 1:  # over 2 GB: ONNX's external-data layout, two files that travel together
+    if args.quantize is not None:
+        from fcnseg.export import read_onnx_metadata
+
+        cal = read_onnx_metadata(path)["calibration"]
+        print(f"wrote {path} ({args.quantize}, calibrated on {cal['images']} images of "
+              f"{cal['source']}; labels as the float model's on {cal['agreement']:.1%} of "
+              "the pixels checked)")  # fmt: skip
+    elif len(files) > 1:  # over 2 GB: ONNX's external-data layout, two files that travel together
         data = ", ".join(str(f) for f in files[1:])
         print(f"wrote {path} with its weights in {data} (keep them together)")
     else:
@@ -209,6 +223,21 @@ def add_export_parser(sub: _Subparsers) -> None:
     add_weights_arg(p)
     p.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     p.add_argument("-o", "--out", required=True, help="output file")
+    g = p.add_argument_group("post-training quantization (ONNX Runtime, static, QDQ)")
+    g.add_argument(
+        "--quantize",
+        choices=["int8"],
+        help="int8 weights (per channel) and activations, calibrated on --calibrate images; "
+        "refused when its labels agree with the float model's on under 90%% of the pixels",
+    )
+    g.add_argument(
+        "--calibrate",
+        metavar="FOLDER",
+        help="images like those the model will see (a folder, or a data folder with images/)",
+    )
+    g.add_argument(
+        "--calibration-images", type=int, default=32, metavar="N", help="images used (32)"
+    )
     p.set_defaults(func=_export)
 
 

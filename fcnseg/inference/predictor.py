@@ -100,7 +100,8 @@ class Predictor:
         if str(path).endswith(".onnx"):
             if amp is not None:
                 raise ValueError(
-                    f"{path} runs at the precision it was exported at; {amp} applies to checkpoints"
+                    f"{path} runs at the precision it was exported at; {amp} applies to "
+                    "checkpoints (int8 ONNX: fcnseg export --quantize int8)"
                 )
             return cls.from_onnx(path)
         return cls.from_loaded(load_checkpoint(path), device, amp=amp)

@@ -1,0 +1,175 @@
+"""``fcnseg export --quantize int8``: ONNX Runtime static quantization (QDQ, per-channel int8
+weights) calibrated on a folder of images, checked against the float model, carrying the
+metadata; the int8 file predicts and evaluates like any export; mistakes are one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fcnseg.checkpoint import save_checkpoint
+from fcnseg.cli import main
+from fcnseg.data.registry import build_dataset
+from fcnseg.inference import InferenceOptions, Predictor
+from fcnseg.models import fcn8s
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+SIZE = [48, 64]
+SYNTHETIC = build_dataset("synthetic", None, "val", num_images=6, size=SIZE)
+CLASSES = list(SYNTHETIC.classes)
+COMMON = ["--device", "cpu", "--no-progress"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An FCN-8s/ResNet-18 whose random score layers are centred over the classes, so that
+    several classes win (seed 0: three win ≥ 10% each of the synthetic pixels)."""
+    torch.manual_seed(0)
+    model = fcn8s(backbone="resnet18", num_classes=len(CLASSES))
+    with torch.no_grad():
+        for layer in (model.score_fr, *model.scorers.values()):
+            layer.weight.normal_(0, 0.1)
+            layer.weight -= layer.weight.mean(0, keepdim=True)
+    spec = {"name": "fcn8s", "backbone": "resnet18", "num_classes": len(CLASSES), "mode": "exact"}
+    path = tmp_path_factory.mktemp("quantize") / "m.safetensors"
+    return save_checkpoint(path, model, model_spec=spec, classes=CLASSES,
+                           palette=[list(c) for c in SYNTHETIC.palette],
+                           ignore_index=255)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def calibration(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder whose images/ holds six synthetic scenes."""
+    folder = tmp_path_factory.mktemp("data")
+    (folder / "images").mkdir()
+    for i in range(len(SYNTHETIC)):
+        image = SYNTHETIC[i][0].permute(1, 2, 0).numpy()
+        Image.fromarray(image).save(folder / "images" / f"{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def int8(checkpoint: Path, calibration: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "model-int8.onnx"
+    args = ["export", str(checkpoint), "--format", "onnx", "--quantize", "int8"]
+    args += ["--calibrate", str(calibration), "--calibration-images", "4", "-o", str(out)]
+    assert main(args) == 0
+    return out
+
+
+def test_int8_file_is_quantized_and_carries_its_metadata(
+    int8: Path, checkpoint: Path, calibration: Path
+) -> None:
+    """One file, holding QuantizeLinear/DequantizeLinear, int8 weights (under half the float
+    weights' bytes), the checkpoint's metadata, precision int8 and its calibration."""
+    from fcnseg.export import read_onnx_metadata
+
+    assert sorted(p.name for p in int8.parent.iterdir()) == [int8.name]
+    proto = onnx.load(str(int8))
+    ops = {node.op_type for node in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    int8_weights = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert len(int8_weights) >= 20  # the convolutions'
+    float_bytes = sum(4 * t.numel() for t in fcn8s_params(checkpoint))
+    assert int8.stat().st_size < float_bytes / 2
+    meta = read_onnx_metadata(int8)
+    assert meta["classes"] == CLASSES and meta["preprocess"]["mean"][0] == pytest.approx(0.485)
+    assert meta["precision"] == "int8"
+    cal = meta["calibration"]
+    assert cal["source"] == str(calibration) and cal["images"] == 4 and cal["agreement"] >= 0.9
+
+
+def fcn8s_params(checkpoint: Path) -> list[torch.Tensor]:
+    from fcnseg.checkpoint import load_checkpoint
+
+    return list(load_checkpoint(checkpoint).build_model().parameters())
+
+
+def test_int8_labels_agree_with_float(int8: Path, checkpoint: Path) -> None:
+    """On the scenes and at an odd size (the graph stays dynamic), ≥ 90% of the int8 labels
+    are the float model's, and several classes are predicted (agreement is not trivial)."""
+    native = InferenceOptions(scale="native")
+    float_model = Predictor.from_checkpoint(checkpoint, "cpu")
+    int8_model = Predictor.from_checkpoint(int8)
+    other = build_dataset("synthetic", None, "val", num_images=1, size=[67, 45])
+    images = [SYNTHETIC[i][0] for i in range(len(SYNTHETIC))] + [other[0][0]]
+    same = total = 0
+    labels = []
+    for image in images:
+        want = float_model.predict(image, native)
+        got = int8_model.predict(image, native)
+        assert got.shape == image.shape[-2:]
+        same, total = same + int((want == got).sum()), total + want.numel()
+        labels.append(want.flatten())
+    shares = torch.cat(labels).long().bincount(minlength=len(CLASSES)) / total
+    assert (shares >= 0.1).sum() >= 3, shares
+    assert same / total >= 0.9, same / total
+
+
+def test_int8_predicts_and_evaluates(int8: Path, tmp_path: Path) -> None:
+    """``fcnseg predict model-int8.onnx`` writes labels; ``fcnseg eval`` records int8."""
+    (tmp_path / "in").mkdir()
+    Image.fromarray(SYNTHETIC[0][0].permute(1, 2, 0).numpy()).save(tmp_path / "in" / "x.png")
+    out = tmp_path / "pred"
+    assert main(["predict", str(int8), str(tmp_path / "in"), "-o", str(out), *COMMON]) == 0
+    labels = np.array(Image.open(out / "x.png"))
+    assert labels.shape == tuple(SIZE) and labels.max() < len(CLASSES)
+    data = ["--config", "fcn8s_resnet18_synthetic", "--set",
+            "data.options={num_images: 2, size: [48, 64]}"]  # fmt: skip
+    assert main(["eval", str(int8), "-o", str(tmp_path / "eval"), *data, *COMMON]) == 0
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["precision"] == "int8" and 0 <= metrics["mean_iu"] <= 1
+
+
+def test_disagreeing_int8_model_is_not_written(
+    checkpoint: Path, calibration: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below the agreement bar the export fails in one line and leaves nothing behind."""
+    import fcnseg.quantize
+
+    monkeypatch.setattr(fcnseg.quantize, "MIN_AGREEMENT", 1.01)
+    out = tmp_path / "out" / "m.onnx"
+    args = ["export", str(checkpoint), "--quantize", "int8", "--calibrate", str(calibration)]
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--calibration-images", "1", "-o", str(out)])
+    message = str(stop.value.code)
+    assert (
+        message.startswith("fcnseg export: the int8 model's labels agree") and "\n" not in message
+    )
+    assert list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        (["--quantize", "int8", "--calibrate", "{missing}"], "does not exist"),
+        (["--quantize", "int8", "--calibrate", "{empty}"], "holds no images"),
+        (["--quantize", "int8", "--calibrate", "{ckpt}"], "is a file"),
+        (["--quantize", "int8"], "needs --calibrate"),
+        (["--calibrate", "{empty}"], "--calibrate is for --quantize int8"),
+        (["--quantize", "int8", "--calibrate", "{empty}", "--format", "torchscript"],
+         "applies to ONNX exports"),
+        (["--quantize", "int8", "--calibrate", "{empty}", "--calibration-images", "0"],
+         "at least 1"),
+    ],
+)  # fmt: skip
+def test_mistakes_are_one_line(
+    extra: list[str], expected: str, checkpoint: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "empty").mkdir()
+    paths = {"missing": tmp_path / "nope", "empty": tmp_path / "empty", "ckpt": checkpoint}
+    extra = [e.format(**paths) for e in extra]
+    out = tmp_path / "out" / "m.onnx"
+    with pytest.raises(SystemExit) as stop:
+        main(["export", str(checkpoint), *extra, "-o", str(out)])
+    message = str(stop.value.code)
+    assert message.startswith("fcnseg export: ") and "\n" not in message
+    assert expected in message
+    assert not out.parent.exists()
