@@ -30,6 +30,7 @@ __all__ = [
     "OfflineError",
     "check_reachable",
     "download",
+    "hub_file",
     "partial_path",
 ]
 
@@ -79,6 +80,14 @@ class Checksum:
     def __str__(self) -> str:
         full = len(self.digest) == hashlib.new(self.algorithm).digest_size * 2
         return f"{self.algorithm} {self.digest}{'' if full else '…'}"
+
+
+def hub_file(name: str) -> Path:
+    """Where a downloaded file named ``name`` lives: torch's hub cache (``checkpoints/``), shared
+    with torchvision, which caches its files under the same names."""
+    import torch
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / name
 
 
 def partial_path(dest: str | Path) -> Path:

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from fcnseg.download import OfflineError, WeightsUnavailableError, check_reachable
+from fcnseg.download import OfflineError, WeightsUnavailableError, check_reachable, hub_file
 
 __all__ = [
     "IMAGENET_TORCHVISION",
@@ -172,7 +172,7 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
 
 def _hub_cached(url: str) -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+    return hub_file(os.path.basename(urlparse(url).path))
 
 
 def _check_online(url: str, timeout: float = 3.0) -> None:

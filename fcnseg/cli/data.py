@@ -36,10 +36,11 @@ def _sizes(sizes: dict[tuple[int, int], int]) -> str:
 def _folder_lines(survey: FolderSurvey, raw: dict[str, Any]) -> list[str]:
     d = raw["data"]
     if "all" in survey.splits:
+        from fcnseg.data.datasets.folder import holdout_counts
+
         holdout = d["options"]["holdout"]
-        n = len(survey.splits["all"])
-        val = -(-n // holdout)
-        split = f"every {holdout}th pair (by name) is val → {n - val} train, {val} val"
+        train, val = holdout_counts(len(survey.splits["all"]), holdout)
+        split = f"every {holdout}th pair (by name) is val → {train} train, {val} val"
     else:
         split = ", ".join(f"{s}/ {len(v)}" for s, v in survey.splits.items()) + " (split folders)"
     values = ", ".join(f"{v} ({px:,} px)" for v, px in survey.values.items())

@@ -15,6 +15,7 @@ from statistics import median
 from typing import Any
 
 from fcnseg.data.base import DataError
+from fcnseg.data.datasets.folder import holdout_counts
 from fcnseg.data.survey import FolderSurvey
 
 __all__ = ["RECIPE", "folder_config", "train_size"]
@@ -74,7 +75,7 @@ def folder_config(survey: FolderSurvey, *, name: str | None = None) -> dict[str,
             )
         holdout = min(5, pairs)
         options["holdout"] = holdout  # every holdout-th pair (by name) is val
-        train_pairs = pairs - math.ceil(pairs / holdout)
+        train_pairs, _ = holdout_counts(pairs, holdout)
     else:
         train_pairs = len(survey.splits["train"])
     size = train_size(survey.sizes)

@@ -40,6 +40,7 @@ __all__ = [
     "Sample",
     "available_meta",
     "check_samples",
+    "holdout_counts",
     "kfold_indices",
     "load_meta",
     "natural_key",
@@ -164,6 +165,13 @@ def load_meta(meta: str | Path | Mapping[str, Any], root: Path | None = None) ->
     return FolderMeta(
         tuple(classes), palette, ignore_index, mask_values, folders["images"], folders["masks"]
     )
+
+
+def holdout_counts(pairs: int, holdout: int) -> tuple[int, int]:
+    """``(train, val)`` pair counts of FolderPairs' ``holdout`` split of ``pairs`` pairs (every
+    ``holdout``-th pair, 0, k, 2k, …, is val)."""
+    val = -(-pairs // holdout)
+    return pairs - val, val
 
 
 class FolderPairs(PairedFileDataset):

@@ -26,7 +26,7 @@ from torch import nn
 from fcnseg.checkpoint import Checkpoint, load_checkpoint
 from fcnseg.choices import unknown_choice
 from fcnseg.data.palettes import VOC_CLASSES, VOC_PALETTE, default_palette
-from fcnseg.download import DownloadError, OfflineError, check_reachable, download
+from fcnseg.download import DownloadError, OfflineError, check_reachable, download, hub_file
 from fcnseg.models.pretrained import catalog as _catalog  # noqa: F401 (registers the entries)
 from fcnseg.models.pretrained.layouts import check_fits
 from fcnseg.models.pretrained.registry import (
@@ -64,9 +64,8 @@ _WEIGHTS_SUFFIXES = (".pth", ".pt", ".safetensors", ".bin", ".ckpt")
 
 
 def cached_file(entry: PretrainedWeights) -> Path:
-    """Where ``entry``'s file lives once downloaded: torch's hub cache (shared with
-    torchvision, which caches its files under the same names)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / entry.filename
+    """Where ``entry``'s file lives once downloaded (:func:`fcnseg.download.hub_file`)."""
+    return hub_file(entry.filename)
 
 
 def fetch(entry: PretrainedWeights, *, progress: bool = True, timeout: float = 3.0) -> Path:
