@@ -10,12 +10,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from varied_model import varied_fcn8s_checkpoint
 
-from fcnseg.checkpoint import save_checkpoint
 from fcnseg.cli import main
 from fcnseg.data.registry import build_dataset
 from fcnseg.inference import Predictor
-from fcnseg.models import fcn8s
 
 SYNTHETIC = build_dataset("synthetic", None, "val", num_images=2, size=[48, 64])
 CLASSES = list(SYNTHETIC.classes)
@@ -24,19 +23,8 @@ COMMON = ["--device", "cpu", "--no-progress"]
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An FCN-8s/ResNet-18 with random score layers centred over the classes (uncentred, one
-    class wins everywhere; seed 0: three classes win ≥ 10% each of the pixels below)."""
-    torch.manual_seed(0)
-    model = fcn8s(backbone="resnet18", num_classes=len(CLASSES))
-    with torch.no_grad():
-        for layer in (model.score_fr, *model.scorers.values()):
-            layer.weight.normal_(0, 0.1)
-            layer.weight -= layer.weight.mean(0, keepdim=True)
-    spec = {"name": "fcn8s", "backbone": "resnet18", "num_classes": len(CLASSES), "mode": "exact"}
     path = tmp_path_factory.mktemp("precision") / "m.safetensors"
-    return save_checkpoint(path, model, model_spec=spec, classes=CLASSES,
-                           palette=[list(c) for c in SYNTHETIC.palette],
-                           ignore_index=255)  # fmt: skip
+    return varied_fcn8s_checkpoint(path, CLASSES, [list(c) for c in SYNTHETIC.palette])
 
 
 @pytest.fixture(scope="module")
