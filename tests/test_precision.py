@@ -84,19 +84,32 @@ def test_cli_flag_reaches_the_predictor(
     assert np.abs(probs["fp32"] - probs["bf16"]).max() > 1e-3
 
 
-def test_bf16_of_an_onnx_model_is_one_line(images: torch.Tensor, tmp_path: Path) -> None:
-    model = tmp_path / "m.onnx"
-    model.write_bytes(b"not read: refused before loading")
+def test_precision_an_export_or_checkpoint_cannot_run_is_one_line(
+    checkpoint: Path, images: torch.Tensor, tmp_path: Path
+) -> None:
+    """An .onnx file runs at its exported precision: asking for another (bf16, int8 of an fp32
+    export) is one line naming it; int8 of a checkpoint says how to make an int8 export; the
+    file's own precision is accepted."""
+    from fcnseg.export import export_model
+
+    model = export_model(checkpoint, tmp_path / "m.onnx")
     inputs = _write_image(tmp_path / "in", images[0])
-    for command in (
-        ["predict", str(model), str(inputs), "-o", str(tmp_path / "out")],
-        ["eval", str(model)],
-    ):
-        with pytest.raises(SystemExit) as stop:
-            main([*command, "--precision", "bf16", *COMMON])
-        message = str(stop.value.code)
-        assert message.startswith(f"fcnseg {command[0]}: ") and "\n" not in message
-        assert "precision it was exported at" in message
+    for precision, words in (("bf16", "is an fp32 export"), ("int8", "--quantize int8")):
+        for command in (
+            ["predict", str(model), str(inputs), "-o", str(tmp_path / "out")],
+            ["eval", str(model)],
+        ):
+            with pytest.raises(SystemExit) as stop:
+                main([*command, "--precision", precision, *COMMON])
+            message = str(stop.value.code)
+            assert message.startswith(f"fcnseg {command[0]}: ") and "\n" not in message
+            assert words in message and f"drop --precision {precision}" in message
+    out = tmp_path / "ok"
+    assert main(["predict", str(model), str(inputs), "-o", str(out), "--precision", "fp32",
+                 *COMMON]) == 0  # fmt: skip
+    with pytest.raises(SystemExit, match="int8 runs an int8 ONNX export, not a checkpoint"):
+        main(["predict", str(checkpoint), str(inputs), "-o", str(out), "--precision", "int8",
+              *COMMON])  # fmt: skip
     with pytest.raises(ValueError, match="precision it was exported at"):
         Predictor.from_checkpoint(model, amp="bf16")
 

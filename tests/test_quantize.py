@@ -106,7 +106,10 @@ def test_int8_predicts_and_evaluates(int8: Path, tmp_path: Path) -> None:
     (tmp_path / "in").mkdir()
     Image.fromarray(SYNTHETIC[0][0].permute(1, 2, 0).numpy()).save(tmp_path / "in" / "x.png")
     out = tmp_path / "pred"
-    assert main(["predict", str(int8), str(tmp_path / "in"), "-o", str(out), *COMMON]) == 0
+    args = ["predict", str(int8), str(tmp_path / "in"), "-o", str(out), *COMMON]
+    assert main([*args, "--precision", "int8"]) == 0  # the file's own precision
+    with pytest.raises(SystemExit, match="is an int8 export and runs at int8: drop --precision"):
+        main([*args, "--precision", "fp32"])
     labels = np.array(Image.open(out / "x.png"))
     assert labels.shape == tuple(SIZE) and labels.max() < len(CLASSES)
     data = ["--config", "fcn8s_resnet18_synthetic", "--set",

@@ -14,7 +14,6 @@ __all__ = [
     "inference_options",
     "load_predictor",
     "one_model_source",
-    "precision_amp",
 ]
 
 CHECKPOINT_HELP = "checkpoint file, run directory or exported .onnx (or give --weights)"
@@ -42,17 +41,13 @@ def one_model_source(args: argparse.Namespace) -> None:
         )
 
 
-def precision_amp(precision: str | None) -> str | None:
-    """The Predictor's ``amp`` for ``--precision`` (``fp32``/``None``: none; ``bf16``)."""
-    return None if precision in (None, "fp32") else precision
-
-
 def load_predictor(args: argparse.Namespace) -> Predictor:
     """The Predictor of ``args.checkpoint`` or ``args.weights`` on ``args.device``, at
-    ``args.precision`` (bf16 of an ``.onnx`` file is refused: its precision is the file's)."""
+    ``args.precision`` (:func:`fcnseg.inference.precision.autocast_for`)."""
     from fcnseg.inference import Predictor
+    from fcnseg.inference.precision import autocast_for
 
-    amp = precision_amp(args.precision)
+    amp = autocast_for(args.weights or args.checkpoint, args.precision)
     if args.weights is not None:
         return Predictor.from_pretrained(args.weights, device=args.device, amp=amp)
     return Predictor.from_checkpoint(args.checkpoint, device=args.device, amp=amp)
@@ -90,11 +85,11 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("inference (precision, scale, tiling, test-time augmentation, CRF)")
     g.add_argument(
         "--precision",
-        choices=["fp32", "bf16"],
+        choices=["fp32", "bf16", "int8"],
         default=None,
         help="fp32, or bf16 autocast (faster on CPUs with bf16 units, ~1%% of pixels may "
         "change); default fp32 (eval: the training's train.amp); an .onnx model runs at its "
-        "own precision",
+        "own precision (int8: an export made with --quantize int8)",
     )
     g.add_argument(
         "--scale",

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from fcnseg.inference import InferenceOptions, Predictor
+from fcnseg.inference.precision import autocast_for
 from fcnseg.metrics import ConfusionMatrix, absent_note
 
 if TYPE_CHECKING:
@@ -268,18 +269,15 @@ def run_evaluation(
     resized again), e.g. ``InferenceOptions(tile=256, overlap=64)`` for sliding-window
     evaluation; recorded in the report with the size images were shown to the network at.
     ``precision``: ``"fp32"`` or ``"bf16"`` (autocast) for a checkpoint (default: its
-    ``train.amp``); an ``.onnx`` file runs at its own (recorded as ``precision``).
+    ``train.amp``); an ``.onnx`` file runs at its own (``int8`` for a quantized export;
+    asking for another is an error: :func:`fcnseg.inference.precision.autocast_for`).
     Works under torchrun (each process evaluates a shard; the confusion matrices are summed).
     Writes ``metrics.json``, ``confusion.png``, ``per_class_iou.png`` (and panels) to
     ``out_dir`` and prints the metrics table.
     """
     from fcnseg.engine.distributed import setup
 
-    if precision not in (None, "fp32", "bf16"):
-        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
-    if precision == "bf16" and str(checkpoint).endswith(".onnx"):
-        raise ValueError(f"{checkpoint} runs at the precision it was exported at; bf16 applies "
-                         "to checkpoints (int8 ONNX: fcnseg export --quantize int8)")  # fmt: skip
+    amp = autocast_for(checkpoint, precision)
     dist, dev = setup(device)
     options = options or InferenceOptions()
     model = _load_model(checkpoint, dev)
@@ -287,7 +285,6 @@ def run_evaluation(
     split = split or cfg.data.val_split
     predictor = model.predictor
     if isinstance(predictor.model, nn.Module):
-        amp = None if precision == "fp32" else precision
         predictor.amp = cfg.train.amp if precision is None else amp
     # The training's scale (--scale train): images the data does not resize are resized for
     # the network one at a time; data resized to the training size already are left alone.
