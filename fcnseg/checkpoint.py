@@ -175,7 +175,7 @@ class Checkpoint:
 
     def build_model(self) -> torch.nn.Module:
         """The FCN described by the metadata, with these weights loaded (strictly)."""
-        from fcnseg.models import build_model
+        from fcnseg.models.registry import build_model
 
         # Built on the meta device (no random init to overwrite), then given these tensors.
         with torch.device("meta"):

@@ -19,15 +19,15 @@ __all__ = ["add_inspect_parser", "resolve_run_config", "save_config"]
 
 
 def _sizes(sizes: dict[tuple[int, int], int]) -> str:
-    from statistics import median
+    from fcnseg.data.survey import median_size
 
     (common, n), *_ = sorted(sizes.items(), key=lambda kv: -kv[1])
     if len(sizes) == 1:
         return f"all {common[0]}×{common[1]}"
     hs = [s[0] for s in sizes]
     ws = [s[1] for s in sizes]
-    every = [s for s, k in sizes.items() for _ in range(k)]
-    typical = f"median {median(s[0] for s in every):g}×{median(s[1] for s in every):g}"
+    h, w = median_size(sizes)
+    typical = f"median {h:g}×{w:g}"
     if n > 1:
         typical += f", most common {common[0]}×{common[1]} ({n})"
     return f"{len(sizes)} sizes, {min(hs)}–{max(hs)} × {min(ws)}–{max(ws)} (H×W); {typical}"

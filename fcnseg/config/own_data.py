@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from statistics import median
 from typing import Any
 
 from fcnseg.data.base import DataError
 from fcnseg.data.datasets.folder import holdout_counts
-from fcnseg.data.survey import FolderSurvey
+from fcnseg.data.survey import FolderSurvey, median_size
 
 __all__ = ["RECIPE", "folder_config", "train_size"]
 
@@ -45,8 +44,7 @@ RECIPE: dict[str, Any] = {
 def train_size(sizes: dict[tuple[int, int], int], target: int = TARGET_PIXELS) -> list[int]:
     """[H, W] to train at: the median image size scaled to about ``target`` pixels (never up),
     multiples of 16, at least 32."""
-    h = median(s[0] for s, n in sizes.items() for _ in range(n))
-    w = median(s[1] for s, n in sizes.items() for _ in range(n))
+    h, w = median_size(sizes)
     scale = min(1.0, math.sqrt(target / (h * w)))
     return [max(32, round(h * scale / 16) * 16), max(32, round(w * scale / 16) * 16)]
 

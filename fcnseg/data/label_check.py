@@ -66,15 +66,9 @@ class LabelProblem:
 
 def _mask_of(dataset: SegmentationDataset, index: int) -> torch.Tensor:
     """Mask ``index`` as the model sees its classes, read without decoding the image when the
-    dataset reads masks from files (the common case), else through ``load``."""
-    samples = getattr(dataset, "samples", None)
-    reader = getattr(dataset, "read_mask", None)
-    if samples is not None and reader is not None:
-        sample = samples[index]
-        labels = reader(sample.mask)
-        label_map = getattr(dataset, "label_map", None)
-        return label_map(labels, sample.mask) if label_map is not None else labels
-    return dataset.load(index)[1]
+    dataset can (file datasets' ``load_mask``), else through ``load``."""
+    load_mask = getattr(dataset, "load_mask", None)
+    return load_mask(index) if load_mask is not None else dataset.load(index)[1]
 
 
 def label_stats(

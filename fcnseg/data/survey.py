@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 
 import numpy as np
 from PIL import Image
@@ -28,7 +29,7 @@ from fcnseg.data.datasets.pairs import Sample, pair_by_stem
 from fcnseg.data.io import format_values, read_mask
 from fcnseg.data.palettes import default_palette
 
-__all__ = ["FolderSurvey", "survey_folder"]
+__all__ = ["FolderSurvey", "median_size", "survey_folder"]
 
 #: More distinct values than this in the masks: they are not label maps (JPEG artefacts or a
 #: photo in the masks folder). Scattered grey levels are mapped in order only up to
@@ -109,12 +110,16 @@ def _class_names(root: Path, count: int) -> tuple[list[str], str | None]:
     return ["background", *(f"class_{i}" for i in range(1, count))], None
 
 
-def _read(path: Path) -> tuple[np.ndarray, list[int] | None]:
-    """Raw mask values and, for a palette PNG, its palette (flat RGB list)."""
-    values = read_mask(path).numpy()
+def _palette(path: Path) -> list[int] | None:
+    """A palette PNG's palette (flat RGB list), ``None`` for other masks."""
     with Image.open(path) as im:
-        palette = im.getpalette() if im.mode == "P" else None
-    return values, palette
+        return im.getpalette() if im.mode == "P" else None
+
+
+def median_size(sizes: dict[tuple[int, int], int]) -> tuple[float, float]:
+    """The median height and width of ``sizes`` (size → number of images)."""
+    every = [s for s, n in sizes.items() for _ in range(n)]
+    return median(s[0] for s in every), median(s[1] for s in every)
 
 
 def _infer_grey(values: dict[int, int]) -> tuple[int, dict[int, int] | None, int, str]:
@@ -165,10 +170,12 @@ def survey_folder(root: str | Path, *, progress: bool = False) -> FolderSurvey:
 
         iterator = tqdm(samples, desc="reading masks", unit="mask", leave=False)
     for sample in iterator:
-        array, file_palette = _read(sample.mask)
+        array = read_mask(sample.mask).numpy()
         sizes[array.shape[:2]] += 1
-        kinds.add("palette" if file_palette is not None else "grey")
-        palette = palette or file_palette
+        with Image.open(sample.mask) as im:  # the header only
+            kinds.add("palette" if im.mode == "P" else "grey")
+        if palette is None and "palette" in kinds:
+            palette = _palette(sample.mask)
         found, counts = np.unique(array, return_counts=True)
         values.update(dict(zip(found.tolist(), counts.tolist(), strict=True)))
         if len(values) > MAX_VALUES:

@@ -171,12 +171,16 @@ class PairedFileDataset(SegmentationDataset):
         """Raw mask values (int64, H×W); subclasses override for other formats (SBD ``.mat``)."""
         return read_mask(path)
 
+    def load_mask(self, index: int) -> torch.Tensor:
+        """Mask ``index`` as class labels (remapped by ``label_map``), without its image."""
+        sample = self.samples[index]
+        labels = self.read_mask(sample.mask)
+        return self.label_map(labels, sample.mask) if self.label_map is not None else labels
+
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         sample = self.samples[index]
         image = read_image(sample.image)
-        labels = self.read_mask(sample.mask)
-        if self.label_map is not None:
-            labels = self.label_map(labels, sample.mask)
+        labels = self.load_mask(index)
         check_pair(image, labels, self.num_classes, self.ignore_index, sample.image, sample.mask)
         return image, as_mask(labels)
 
