@@ -102,7 +102,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def add_train_parser(sub: _Subparsers) -> None:
-    p = sub.add_parser("train", help="train from a YAML config (file or shipped name)")
+    p = sub.add_parser(
+        "train", help="train from a YAML config (file or shipped name) or a data folder"
+    )
     p.add_argument(
         "config",
         help="config file, shipped config name (fcnseg/configs), or a data folder with images/ "

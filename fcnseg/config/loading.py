@@ -66,7 +66,7 @@ def resolve_config_path(path: str | Path) -> Path:
     if p.is_dir():
         raise ConfigError(f"config {path} is a folder; give a YAML file or a shipped config name")
     shipped_name = unknown_choice("shipped config", name, sorted(shipped))
-    raise ConfigError(f"config {path} not found: no such file, and {shipped_name}")
+    raise ConfigError(f"config {path} not found: no such file or data folder, and {shipped_name}")
 
 
 def _read_mapping(file: Path) -> dict[str, Any]:
