@@ -86,7 +86,7 @@ def export_model(
     (:func:`fcnseg.quantize.quantize_int8`)."""
     if fmt not in ("onnx", "torchscript"):
         raise ValueError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
-    _check_quantize(fmt, quantize, calibrate, calibration_images)
+    calibration = _check_quantize(fmt, quantize, calibrate, calibration_images)
     out = Path(out)
     if out.is_dir():
         raise ValueError(f"{out} is a folder; name the file to write, e.g. {out / 'model.onnx'}")
@@ -137,19 +137,20 @@ def export_model(
         int8 = Path(tmp) / "int8" / out.name
         int8.parent.mkdir()
         assert calibrate is not None  # _check_quantize
-        quantize_int8(fp32, int8, read_onnx_metadata(fp32), calibrate, calibration_images)
+        quantize_int8(fp32, int8, read_onnx_metadata(fp32), calibrate, calibration)
         os.replace(int8, out)
     return out
 
 
 def _check_quantize(
     fmt: str, quantize: str | None, calibrate: str | Path | None, images: int
-) -> None:
-    """The quantization arguments make sense (before anything is exported)."""
+) -> list[Path]:
+    """The quantization arguments make sense (before anything is exported): the calibration
+    images (none when not quantizing)."""
     if quantize is None:
         if calibrate is not None:
             raise ValueError("--calibrate is for --quantize int8; add it or drop --calibrate")
-        return
+        return []
     if quantize != "int8":
         raise ValueError(f"quantize must be 'int8' or None, got {quantize!r}")
     if fmt != "onnx":
@@ -160,7 +161,7 @@ def _check_quantize(
         )
     from fcnseg.quantize import calibration_files
 
-    calibration_files(calibrate, images)
+    return calibration_files(calibrate, images)
 
 
 def _save_onnx(proto: Any, out: Path, tmp: Path) -> None:

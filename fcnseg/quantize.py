@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["MIN_AGREEMENT", "calibration_files", "quantize_int8"]
+__all__ = ["MIN_AGREEMENT", "MIN_CALIBRATION", "calibration_files", "quantize_int8"]
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +30,18 @@ MIN_AGREEMENT = 0.9
 MAX_SIDE = 512
 #: Calibration images the int8 model is checked on against the float one.
 CHECK_IMAGES = 4
+#: Fewer calibration images than this draws a warning: min/max ranges seen on a handful of
+#: images may clip the activations of the images the model meets later.
+MIN_CALIBRATION = 16
 
 
 def calibration_files(source: str | Path, count: int) -> list[Path]:
-    """``count`` images of the folder ``source`` (of ``source/images`` when it has one),
-    spread evenly over its sorted files."""
+    """``count`` images of the folder ``source`` (of ``source/images`` when it has one), spread
+    evenly over its sorted files, each checked to read as prediction reads it
+    (:func:`fcnseg.data.io.read_image`). Raises :class:`~fcnseg.data.base.DataError` naming the
+    folder or the first file that does not; warns below :data:`MIN_CALIBRATION` images."""
     from fcnseg.data.base import DataError
-    from fcnseg.data.io import IMAGE_EXTENSIONS
+    from fcnseg.data.io import IMAGE_EXTENSIONS, read_image
 
     if count < 1:
         raise ValueError(f"calibration images must be at least 1, got {count}")
@@ -51,7 +56,17 @@ def calibration_files(source: str | Path, count: int) -> list[Path]:
         kinds = ", ".join(IMAGE_EXTENSIONS)
         raise DataError(f"calibration folder {folder} holds no images ({kinds})")
     n = min(count, len(files))
-    return [files[i * len(files) // n] for i in range(n)]
+    chosen = [files[i * len(files) // n] for i in range(n)]
+    for path in chosen:
+        read_image(path)  # unreadable, or no 3-channel rendering: its DataError names the file
+    if n < MIN_CALIBRATION:
+        more = " (all the folder holds)" if count > len(files) else ""
+        log.warning(
+            "calibrating on %d image(s)%s: fewer than %d may leave activation ranges that "
+            "clip on other images; give more images like those the model will see",
+            n, more, MIN_CALIBRATION,
+        )  # fmt: skip
+    return chosen
 
 
 def _inputs(files: list[Path], meta: dict[str, Any]) -> list[np.ndarray]:
@@ -79,14 +94,14 @@ def _capped(size: tuple[int, int]) -> tuple[int, int]:
 
 
 def quantize_int8(
-    model: Path, out: Path, meta: dict[str, Any], source: str | Path, count: int
+    model: Path, out: Path, meta: dict[str, Any], source: str | Path, files: list[Path]
 ) -> dict[str, Any]:
     """Quantize the float ONNX ``model`` (written by :func:`fcnseg.export.export_model`, whose
-    metadata ``meta`` it carries) into ``out``, calibrated on ``count`` images of the folder
-    ``source``; ``out`` carries the same metadata plus ``fcnseg.precision`` (``"int8"``) and
-    ``fcnseg.calibration`` (source, images, agreement). Returns the calibration record.
-    Raises ValueError, writing nothing, when the labels agree on fewer than
-    :data:`MIN_AGREEMENT` of the pixels."""
+    metadata ``meta`` it carries) into ``out``, calibrated on the images ``files`` (of the
+    folder ``source``: :func:`calibration_files`); ``out`` carries the same metadata plus
+    ``fcnseg.precision`` (``"int8"``) and ``fcnseg.calibration`` (source, images, agreement).
+    Returns the calibration record. Raises ValueError, writing nothing, when the labels agree
+    on fewer than :data:`MIN_AGREEMENT` of the pixels."""
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -96,7 +111,6 @@ def quantize_int8(
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    files = calibration_files(source, count)
     inputs = _inputs(files, meta)
 
     class Reader(CalibrationDataReader):

@@ -166,6 +166,86 @@ def test_mistakes_are_one_line(
     assert not out.parent.exists()
 
 
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        (lambda p: p.write_bytes(b"not an image"), "is not an image"),
+        (lambda p: Image.new("F", (8, 8)).save(p.with_suffix(".tif")), "unsupported mode 'F'"),
+    ],
+    ids=["unreadable", "no-rgb-rendering"],
+)
+def test_bad_calibration_image_is_named_and_nothing_written(
+    make: object, expected: str, checkpoint: Path, calibration: Path, tmp_path: Path
+) -> None:
+    """An image that does not read as predictions read images (corrupt, or a one-channel float
+    image with no 8-bit RGB rendering) stops the export before anything is written, naming it."""
+    folder = tmp_path / "cal"
+    folder.mkdir()
+    for f in (calibration / "images").iterdir():
+        (folder / f.name).write_bytes(f.read_bytes())
+    make(folder / "zz-bad.png")  # type: ignore[operator]
+    bad = next(f for f in folder.iterdir() if f.stem == "zz-bad")
+    out = tmp_path / "out" / "m.onnx"
+    args = ["export", str(checkpoint), "--quantize", "int8", "--calibrate", str(folder)]
+    with pytest.raises(SystemExit) as stop:
+        main([*args, "--calibration-images", "7", "-o", str(out)])
+    message = str(stop.value.code)
+    assert message.startswith("fcnseg export: ") and "\n" not in message
+    assert str(bad) in message and expected in message
+    assert not out.parent.exists()
+
+
+def test_few_calibration_images_warn(
+    checkpoint: Path, calibration: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Fewer than MIN_CALIBRATION images (asked for, or all a folder holds) draw a warning."""
+    from fcnseg.quantize import MIN_CALIBRATION, calibration_files
+
+    assert len(calibration_files(calibration, 6)) == 6
+    assert "fewer than" in caplog.text and "all the folder holds" not in caplog.text
+    caplog.clear()
+    calibration_files(calibration, MIN_CALIBRATION)
+    assert "fewer than" in caplog.text and "all the folder holds" in caplog.text
+
+
+HORSE = Path(__file__).resolve().parents[2] / "shared" / "data" / "weizmann-horse" / "images"
+
+
+@pytest.mark.skipif(not HORSE.is_dir(), reason="needs ../shared/data/weizmann-horse")
+def test_int8_agrees_with_float_on_real_photographs(tmp_path: Path) -> None:
+    """Calibrated on 16 Weizmann Horse photographs, the int8 export labels 8 other photographs
+    (and a batch of two, at a size it was not exported at) as the float model does on ≥ 97% of
+    the pixels; no class takes every pixel."""
+    from fcnseg.data.io import read_image
+    from fcnseg.export import export_model
+
+    names = ["background", "a", "b", "c"]
+    palette = [[0, 0, 0], [255, 0, 0], [0, 255, 0], [0, 0, 255]]
+    checkpoint = varied_fcn8s_checkpoint(tmp_path / "m.safetensors", names, palette)
+    photos = sorted(HORSE.iterdir())
+    (tmp_path / "cal").mkdir()
+    for f in photos[0:160:10]:
+        Image.open(f).convert("RGB").resize((128, 96)).save(tmp_path / "cal" / f"{f.stem}.png")
+    int8 = export_model(checkpoint, tmp_path / "m-int8.onnx", quantize="int8",
+                        calibrate=tmp_path / "cal", calibration_images=16)  # fmt: skip
+    float_model = Predictor.from_checkpoint(checkpoint, "cpu")
+    int8_model = Predictor.from_checkpoint(int8)
+    native = InferenceOptions(scale="native")
+    images = [read_image(f) for f in photos[165:245:10]]
+    images = [torch.nn.functional.interpolate(x[None].float(), size=(90, 124), mode="bilinear")
+              .round().byte()[0] for x in images]  # fmt: skip
+    want = torch.stack([float_model.predict(x, native) for x in images])
+    got = torch.stack([int8_model.predict(x, native) for x in images])
+    assert want.shape == got.shape == (8, 90, 124)
+    agreement = (want == got).float().mean().item()
+    assert agreement >= 0.97, agreement
+    assert want.flatten().long().bincount(minlength=4).max() < want.numel()
+    onnx_model = int8_model.model  # a batch of two through the session: dynamic N, H and W
+    logits = onnx_model(onnx_model.preprocess(torch.stack(images[:2]).float() / 255))
+    assert logits.shape == (2, 4, 90, 124)
+    assert (logits.argmax(1) == got[:2]).float().mean() > 0.999
+
+
 def test_calibration_inputs_are_what_predictions_see(calibration: Path, tmp_path: Path) -> None:
     """Calibration takes images spread over the folder, normalised, at the training's size when
     the export records one, else at their own size with the longer side capped."""
