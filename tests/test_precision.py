@@ -123,3 +123,39 @@ def test_eval_records_the_precision(checkpoint: Path, tmp_path: Path) -> None:
         out = tmp_path / want
         assert main(["eval", str(checkpoint), "-o", str(out), *flag, *data]) == 0
         assert json.loads((out / "metrics.json").read_text())["precision"] == want
+
+
+def test_compile_gives_the_same_probabilities(
+    checkpoint: Path, images: torch.Tensor, tmp_path: Path
+) -> None:
+    """``--compile`` (torch.compile, weights frozen) really replaces the network and gives the
+    eager network's probabilities to float rounding; from ``predict`` and ``eval`` alike; an
+    .onnx model refuses it in one line."""
+    eager = Predictor.from_checkpoint(checkpoint, "cpu")
+    compiled = Predictor.from_checkpoint(checkpoint, "cpu").compile()
+    assert type(compiled.model).__name__ == "OptimizedModule"
+    a, b = eager.probabilities_batch(images), compiled.probabilities_batch(images)
+    torch.testing.assert_close(b, a, rtol=0, atol=1e-4)
+    assert (a.argmax(1) == b.argmax(1)).float().mean() > 0.999
+    inputs = _write_image(tmp_path / "in", images[0])
+    out = tmp_path / "pred"
+    args = ["predict", str(checkpoint), str(inputs), "-o", str(out), "--compile", *COMMON]
+    assert main(args) == 0
+    labels = np.array(Image.open(out / "x.png"))
+    np.testing.assert_array_equal(labels, eager.predict(images[0]).numpy())
+    data = ["--config", "fcn8s_resnet18_synthetic", "--set",
+            "data.options={num_images: 2, size: [48, 64]}", *COMMON]  # fmt: skip
+    metrics = {}
+    for flag in ([], ["--compile"]):
+        folder = tmp_path / f"eval{len(flag)}"
+        assert main(["eval", str(checkpoint), "-o", str(folder), *flag, *data]) == 0
+        metrics[len(flag)] = json.loads((folder / "metrics.json").read_text())["mean_iu"]
+    assert metrics[1] == pytest.approx(metrics[0], abs=1e-3)
+    from fcnseg.export import export_model
+
+    model = export_model(checkpoint, tmp_path / "m.onnx")
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", str(model), str(inputs), "-o", str(out), "--compile", *COMMON])
+    message = str(stop.value.code)
+    assert message.startswith("fcnseg predict: --compile applies to checkpoints")
+    assert "\n" not in message

@@ -54,6 +54,7 @@ def _eval(args: argparse.Namespace) -> int:
             progress=not args.no_progress,
             options=inference_options(args),
             precision=args.precision,
+            compile=args.compile,
         )
     except (CheckpointError, ConfigError, DataError, ValueError) as err:
         raise SystemExit(f"fcnseg eval: {err}") from err

@@ -260,6 +260,7 @@ def run_evaluation(
     progress: bool = True,
     options: InferenceOptions | None = None,
     precision: str | None = None,
+    compile: bool = False,
 ) -> dict[str, Any]:
     """``fcnseg eval``: evaluate a checkpoint (file or run directory) or an exported ``.onnx``
     file on a split of the data its stored config (or ``config``) names.
@@ -271,6 +272,7 @@ def run_evaluation(
     ``precision``: ``"fp32"`` or ``"bf16"`` (autocast) for a checkpoint (default: its
     ``train.amp``); an ``.onnx`` file runs at its own (``int8`` for a quantized export;
     asking for another is an error: :func:`fcnseg.inference.precision.autocast_for`).
+    ``compile``: :meth:`~fcnseg.inference.Predictor.compile` the network first.
     Works under torchrun (each process evaluates a shard; the confusion matrices are summed).
     Writes ``metrics.json``, ``confusion.png``, ``per_class_iou.png`` (and panels) to
     ``out_dir`` and prints the metrics table.
@@ -286,6 +288,8 @@ def run_evaluation(
     predictor = model.predictor
     if isinstance(predictor.model, nn.Module):
         predictor.amp = cfg.train.amp if precision is None else amp
+    if compile:
+        predictor.compile()
     # The training's scale (--scale train): images the data does not resize are resized for
     # the network one at a time; data resized to the training size already are left alone.
     scaled = options.scale == "train" and predictor.train_size is not None
