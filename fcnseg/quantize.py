@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["MIN_AGREEMENT", "MIN_CALIBRATION", "calibration_files", "quantize_int8"]
+__all__ = [
+    "MIN_AGREEMENT",
+    "MIN_CALIBRATION",
+    "calibration_files",
+    "calibration_inputs",
+    "quantize_int8",
+]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +75,7 @@ def calibration_files(source: str | Path, count: int) -> list[Path]:
     return chosen
 
 
-def _inputs(files: list[Path], meta: dict[str, Any]) -> list[np.ndarray]:
+def calibration_inputs(files: list[Path], meta: dict[str, Any]) -> list[np.ndarray]:
     """The network inputs of ``files`` (1×3×H×W float32, normalised), as predictions see them."""
     from fcnseg.data.io import read_image
     from fcnseg.inference.scale import resize_images, train_size
@@ -111,7 +117,7 @@ def quantize_int8(
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    inputs = _inputs(files, meta)
+    inputs = calibration_inputs(files, meta)
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:

@@ -53,6 +53,29 @@ def test_bf16_runs_and_agrees_with_fp32(checkpoint: Path, images: torch.Tensor) 
     assert agreement >= 0.95, agreement
 
 
+def test_bf16_casts_the_weights_once_only_of_a_network_it_owns(
+    checkpoint: Path, images: torch.Tensor
+) -> None:
+    """A loaded checkpoint's weights become bf16 at the first bf16 prediction (autocast would
+    recast them at every call), the normalisation stays fp32, and results match autocast over
+    the fp32 weights; a network passed in (the Trainer's) keeps its fp32 weights; going back
+    to fp32 after the cast is refused rather than run on rounded weights."""
+    owned = Predictor.from_checkpoint(checkpoint, "cpu", amp="bf16")
+    conv = next(m for m in owned.model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.dtype == torch.float32
+    p = owned.probabilities_batch(images)
+    assert conv.weight.dtype == torch.bfloat16
+    assert all(t.dtype == torch.float32 for t in owned.model.preprocess.state_dict().values())
+    model = Predictor.from_checkpoint(checkpoint, "cpu").model
+    borrowed = Predictor(model, CLASSES, [], amp="bf16", channels_last=True)
+    q = borrowed.probabilities_batch(images)
+    assert all(t.dtype == torch.float32 for t in model.parameters())
+    torch.testing.assert_close(p, q, rtol=0, atol=1e-6)  # autocast casts the same weights
+    owned.amp = None
+    with pytest.raises(RuntimeError, match="load the checkpoint again"):
+        owned.probabilities_batch(images)
+
+
 def _write_image(folder: Path, image: torch.Tensor) -> Path:
     folder.mkdir()
     Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / "x.png")

@@ -249,18 +249,20 @@ def test_int8_agrees_with_float_on_real_photographs(tmp_path: Path) -> None:
 def test_calibration_inputs_are_what_predictions_see(calibration: Path, tmp_path: Path) -> None:
     """Calibration takes images spread over the folder, normalised, at the training's size when
     the export records one, else at their own size with the longer side capped."""
-    from fcnseg.quantize import MAX_SIDE, _inputs, calibration_files
+    from fcnseg.quantize import MAX_SIDE, calibration_files, calibration_inputs
 
     files = calibration_files(calibration, 2)
     assert [f.name for f in files] == ["0.png", "3.png"]
     preprocess = {"mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
-    scaled = _inputs(files, {"preprocess": preprocess, "train_scale": {"resize": [32, 40]}})
+    scaled = calibration_inputs(
+        files, {"preprocess": preprocess, "train_scale": {"resize": [32, 40]}}
+    )
     assert [x.shape for x in scaled] == [(1, 3, 32, 40)] * 2
-    native = _inputs(files, {"preprocess": preprocess, "train_scale": None})
+    native = calibration_inputs(files, {"preprocess": preprocess, "train_scale": None})
     raw = np.array(Image.open(files[0]), dtype=np.float32).transpose(2, 0, 1)[None] / 255
     np.testing.assert_allclose(native[0], (raw - 0.5) / 0.25, atol=1e-5)
     big = tmp_path / "big"
     big.mkdir()
     Image.new("RGB", (2 * MAX_SIDE, MAX_SIDE // 2)).save(big / "wide.png")
-    (x,) = _inputs(calibration_files(big, 5), {"preprocess": preprocess})
+    (x,) = calibration_inputs(calibration_files(big, 5), {"preprocess": preprocess})
     assert x.shape == (1, 3, MAX_SIDE // 4, MAX_SIDE)

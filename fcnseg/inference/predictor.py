@@ -5,6 +5,7 @@ forward pass goes through :func:`fcnseg.forward.forward`."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,6 +88,14 @@ class Predictor:
     #: (``data.options.mask_values``), so ground truth given at inference reads the same way.
     ignore_index: int = 255
     mask_values: dict[int, int] | None = None
+    #: The Predictor built the network itself (from a checkpoint or weights), so it may change
+    #: it: under bf16 on the CPU its weights are cast to bf16 once, at the first prediction
+    #: (autocast would cast them again at every call: FCN-8s/VGG16 at 500×500 runs 2× faster
+    #: than fp32 this way, not 1.0×; docs/benchmarks/quantize.md). A network passed in (the
+    #: Trainer's, evaluated during training) is left as it is.
+    owns_model: bool = False
+    _compiled: bool = field(default=False, init=False, repr=False)
+    _weights: torch.dtype = field(default=torch.float32, init=False, repr=False)
 
     @classmethod
     def from_checkpoint(
@@ -153,21 +162,40 @@ class Predictor:
         size = train_size(ckpt.train_scale)
         return cls(model, list(ckpt.classes), palette, dev, channels_last=True, amp=amp,
                    train_size=size, ignore_index=ckpt.ignore_index,
-                   mask_values=_mask_values(ckpt.config))  # fmt: skip
+                   mask_values=_mask_values(ckpt.config), owns_model=True)  # fmt: skip
 
     def compile(self) -> Predictor:
         """Compile the network with ``torch.compile`` (inductor, weights frozen as constants),
-        in place; returns ``self``. Worth it for many images of one size: on a 2-core CPU
-        FCN-8s/VGG16 at 500×500 runs 1.7× faster in fp32 and 2× faster under bf16
-        (docs/benchmarks/quantize.md), after a one-off compilation of about 20 s per input size.
-        A checkpoint's network only (an ``.onnx`` model runs with ONNX Runtime)."""
+        in place; returns ``self``. Worth it for many images of one size: on a 2-core CPU it
+        makes FCN-8s/VGG16 at 500×500 about 1.4× faster in fp32 (docs/benchmarks/quantize.md),
+        after a one-off compilation of seconds per input size. A checkpoint's network only (an
+        ``.onnx`` model runs with ONNX Runtime)."""
         if not isinstance(self.model, nn.Module):
             raise ValueError(
                 "--compile applies to checkpoints; an .onnx model runs with ONNX Runtime, "
                 "already compiled: drop --compile"
             )
-        self.model = torch.compile(self.model, options={"freezing": True})  # type: ignore[assignment]
+        self.model = torch.compile(self.model)  # type: ignore[assignment]
+        self._compiled = True
         return self
+
+    def _prepared(self) -> Any:
+        """The network, its convolutions' and linear layers' weights cast to bf16 first when
+        :attr:`owns_model` and bf16 runs on the CPU: what autocast would cast at every call
+        (normalisation and batch norm stay fp32, as autocast leaves them)."""
+        cpu_bf16 = self.amp == "bf16" and self.device.type == "cpu"
+        want = torch.bfloat16 if cpu_bf16 and self.owns_model else torch.float32
+        if want != self._weights and isinstance(self.model, nn.Module):
+            if want != torch.bfloat16:
+                raise RuntimeError(
+                    "this Predictor's weights were cast to bf16 for bf16 inference; load the "
+                    "checkpoint again to predict in fp32"
+                )
+            for layer in self.model.modules():  # the layers autocast runs in bf16
+                if isinstance(layer, nn.modules.conv._ConvNd | nn.Linear):
+                    layer.to(torch.bfloat16)
+            self._weights = want
+        return self.model
 
     def scaled_size(
         self, size: tuple[int, int] | torch.Size, options: InferenceOptions
@@ -218,8 +246,12 @@ class Predictor:
     def _logits(self, images: torch.Tensor, model: Any = None) -> torch.Tensor:
         """Float logits of a batch, on the batch's device (``model`` defaults to the model)."""
         x = images.to(self.device)
-        net = self.model if model is None else model
-        out = forward(net, x, channels_last=self.channels_last, amp=self.amp)
+        net = self._prepared() if model is None else model
+        # Inductor's freezing (weights as constants, folded into the kernels) is read when a
+        # call compiles: 1.4× for FCN-8s/VGG16 where torch.compile(options=...) gave none.
+        frozen = _inductor_freezing() if self._compiled else contextlib.nullcontext()
+        with frozen:
+            out = forward(net, x, channels_last=self.channels_last, amp=self.amp)
         return out.float().to(images.device)
 
     def _refined(
@@ -256,7 +288,7 @@ class Predictor:
             yield 0, self._refined(image[None], options)[0]
             return
         assert options.tile is not None
-        tiler = self.model.tiler(options.tile)
+        tiler = self._prepared().tiler(options.tile)
         if tiler is not None:  # the model tiles itself, exactly (U-Net's overlap-tile)
             yield 0, self._refined(image[None], options, _Tiled(self.model, tiler))[0]
             return
@@ -266,6 +298,12 @@ class Predictor:
             return self._refined(as_float(crop)[None], options)[0]
 
         yield from blend_rows(tile_probabilities, image, options.tile, options.overlap)
+
+
+def _inductor_freezing() -> contextlib.AbstractContextManager:
+    import torch._inductor.config
+
+    return torch._inductor.config.patch(freezing=True)
 
 
 def _tiled(images: torch.Tensor, options: InferenceOptions) -> bool:
