@@ -43,6 +43,7 @@ PEAKS = ("conv-fp32-torch", "conv-fp32-ort", "conv-fp32-openvino", "gemm-fp32-to
          "conv-bf16-torch", "conv-bf16-openvino", "gemm-bf16-torch", "conv-int8-ort",
          "conv-int8-openvino", "gemm-int8-torch")  # fmt: skip
 SIZES = ("500x500", "360x480")
+SECTIONS = ("peaks", "speed", "agreement", "accuracy")
 
 
 def fcnseg(*args: str) -> None:
@@ -212,17 +213,49 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--quick", action="store_true")
+    p.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help="measure only these (the others are kept from the last run's JSON)",
+    )
     args = p.parse_args()
     for run in (args.camvid_run, args.horse_run):
         if not Path(run).exists():
             raise SystemExit(f"{run} does not exist: train it first (see this script's docstring)")
     torch.set_num_threads(args.threads)
-    result: dict[str, Any] = {"command": command(), "machine": machine()}
-    result["prepare"] = prepare(args, shared_root(args.shared))
-    result["peaks"] = [probe("peak", "--probe", name, threads=args.threads, work=args.work)
-                       for name in PEAKS]  # fmt: skip
-    for row in result["peaks"]:
-        print(f"peak {row.get('probe')}: {row.get('flops_per_s', 0) / 1e9:.0f} GFLOP/s", flush=True)
+    name = "quantize-quick" if args.quick else "quantize"
+    shared = shared_root(args.shared)
+    sections = args.sections.split(",")
+    result: dict[str, Any] = {}
+    if sections != list(SECTIONS):  # a part again: the other sections stay as last measured
+        result = json.loads((OUT / f"{name}.json").read_text())
+    else:
+        result.update(command=command(), machine=machine())
+    result.setdefault("commands", {}).update({s: command() for s in sections})
+    result["prepare"] = {**result.get("prepare", {}), **prepare(args, shared)}
+    if "peaks" in sections:
+        result["peaks"] = [probe("peak", "--probe", p, threads=args.threads, work=args.work)
+                           for p in PEAKS]  # fmt: skip
+        for row in result["peaks"]:
+            print(f"peak {row.get('probe')}: {row.get('flops_per_s', 0) / 1e9:.0f} GFLOP/s")
+    if "speed" in sections:
+        result["speed"] = speed(args)
+    if "agreement" in sections:
+        result["agreement"] = [
+            probe("agree", "--engine", e, "--model", "vgg16", "--shared", str(shared),
+                  threads=args.threads, work=args.work)
+            for e in ENGINES if e != "torch-fp32"
+        ]  # fmt: skip
+        for row in result["agreement"]:
+            print(f"agreement {row.get('engine')}: {row.get('agreement', row.get('error'))}")
+    if "accuracy" in sections:
+        result["accuracy"] = [] if args.quick else accuracy(args)
+    write_results(OUT, name, result, markdown(result))
+    plot(result, OUT / f"{name}.png")
+    print(f"wrote {OUT / name}.{{json,md,png}}")
+
+
+def speed(args: argparse.Namespace) -> list[dict[str, Any]]:
     rows = []
     shapes = [("vgg16", "500x500", 1)] if args.quick else [
         (m, s, b) for m in ("vgg16", "resnet18") for s in SIZES for b in (1, 4)]  # fmt: skip
@@ -238,12 +271,7 @@ def main() -> None:
             rows.append(row)
             shown = f"{row['ms']:8.1f} ms" if "ms" in row else row["error"][:100]
             print(f"{model} {size} b{batch} {engine:20s} {shown}", flush=True)
-    result["speed"] = rows
-    result["accuracy"] = [] if args.quick else accuracy(args)
-    name = "quantize-quick" if args.quick else "quantize"
-    write_results(OUT, name, result, markdown(result))
-    plot(result, OUT / f"{name}.png")
-    print(f"wrote {OUT / name}.{{json,md,png}}")
+    return rows
 
 
 if __name__ == "__main__":

@@ -183,9 +183,38 @@ def timing(args: argparse.Namespace) -> dict[str, Any]:
     return row
 
 
+def agreement(args: argparse.Namespace) -> dict[str, Any]:
+    """Share of pixels whose label under ``args.engine`` equals the fp32 checkpoint's, over
+    ``args.images`` CamVid val images at the training's scale when the checkpoint records one
+    (as ``fcnseg predict``), else at their own."""
+    from fcnseg.data.io import read_image
+    from fcnseg.inference import Predictor
+    from fcnseg.quantize import calibration_files
+
+    row: dict[str, Any] = {"engine": args.engine, "model": args.model}
+    reference = Predictor.from_checkpoint(args.work / "models" / f"{args.model}.safetensors", "cpu")
+    try:
+        size = reference.train_size or (360, 480)  # CamVid's own size when none recorded
+        predictor = load(args.engine, args.model, args.work, size, args.threads)
+        predictor.train_size = reference.train_size
+        same = total = 0
+        for path in calibration_files(args.shared / "data/camvid/val", args.images):
+            image = read_image(path)
+            want, got = reference.predict(image), predictor.predict(image)
+            same, total = same + int((want == got).sum()), total + want.numel()
+    except Exception as err:
+        lines = [line for line in str(err).strip().splitlines() if line.strip()] or [""]
+        row["error"] = f"{type(err).__name__}: {lines[0][:300]}"
+        return row
+    row.update(agreement=same / total, images=args.images, size=list(size))
+    return row
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("what", choices=["peak", "time"])
+    p.add_argument("what", choices=["peak", "time", "agree"])
+    p.add_argument("--shared", type=Path)
+    p.add_argument("--images", type=int, default=20)
     p.add_argument("--probe")
     p.add_argument("--engine")
     p.add_argument("--model")
@@ -196,7 +225,9 @@ def main() -> None:
     p.add_argument("--work", type=Path, required=True)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    result = peak(args.probe, args.work, args.threads) if args.what == "peak" else timing(args)
+    measure = {"peak": lambda: peak(args.probe, args.work, args.threads), "time": timing,
+               "agree": agreement}[args.what]  # fmt: skip
+    result = measure(args) if args.what != "peak" else measure()
     print("RESULT " + json.dumps(result), flush=True)
 
 

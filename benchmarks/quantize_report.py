@@ -106,23 +106,54 @@ def markdown(result: dict[str, Any]) -> list[str]:
         head = head.replace(f"| {r['engine']} |", f"| {r['engine']}{shipped} |")
         lines.append(f"{head} {r['ms']:.1f} | {r['images_per_s']:.2f} | "
                      f"{r['speedup_vs_torch_fp32']:.2f} | {r['pct_of_peak']:.0f}% |")  # fmt: skip
-    lines += ["", "Engines:", ""]
+    lines += ["", "% of peak: the network's GFLOPs per second against the fastest probe of its "
+              "precision (int8 engines against the int8 peak, bf16 against bf16, fp32 against "
+              "fp32). A probe is one layer shape (3×3, 256 channels, 128×128); a whole network "
+              "whose wider layers run faster than that shape can read over 100%.", "",
+              "Engines:", ""]  # fmt: skip
     lines += [f"- `{k}`: {v}" for k, v in ENGINE_NOTES.items()]
+    prep = result.get("prepare", {})
+    took = [f"{k.split('_')[0]} {k.split('_')[1].upper()} {v:.0f} s" for k, v in prep.items()
+            if k.endswith("_quantize_s")]  # fmt: skip
+    if took:
+        lines += ["", "Quantization time (ORT: the whole `fcnseg export --quantize int8` command, "
+                  "float export and check included; NNCF: `nncf.quantize` alone): "
+                  + ", ".join(took) + "."]  # fmt: skip
     compiled = [r for r in rows if r["engine"].startswith("compile-") and "first_call_s" in r]
     if compiled:
         worst = max(r["first_call_s"] for r in compiled)
         lines += ["", f"torch.compile's first call (compilation) took up to {worst:.0f} s."]
+    partial = {k: v for k, v in result.get("commands", {}).items() if v != result["command"]}
+    if partial:
+        lines += ["", "Sections measured again later: " + "; ".join(
+            f"{k}: `{v}`" for k, v in partial.items()) + "."]  # fmt: skip
+    if result.get("agreement"):
+        lines += agreement_lines(result)
     if result["accuracy"]:
         lines += accuracy_lines(result)
     lines += target_lines(result, rows)
     return lines
 
 
+def agreement_lines(result: dict[str, Any]) -> list[str]:
+    rows = result["agreement"]
+    ok = [r for r in rows if "agreement" in r]
+    lines = ["", "## Labels as fp32's, by engine", "",
+             f"FCN-8s/VGG16 (CamVid): share of the pixels of {ok[0]['images'] if ok else '—'} "
+             f"CamVid val images, predicted at {'×'.join(map(str, ok[0]['size'])) if ok else '—'}"
+             ", whose label equals the fp32 PyTorch model's.", "",
+             "| engine | agreement |", "|---|---:|"]  # fmt: skip
+    for r in rows:
+        value = f"{100 * r['agreement']:.2f}%" if "agreement" in r else r["error"][:90]
+        lines.append(f"| {r.get('engine', r.get('args'))} | {value} |")
+    return lines
+
+
 def accuracy_lines(result: dict[str, Any]) -> list[str]:
     drops = accuracy_drops(result)
     lines = ["", "## Accuracy cost (`fcnseg eval` on val)", "",
-             "| data | precision | model file | pixel acc | mean acc | mean IU | drop (pts) "
-             "| fw IU |",
+             "| data | precision | model file | pixel acc | mean acc | mean IU | "
+             "drop (pts, fp32 − this) | fw IU |",
              "|---|---|---|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in result["accuracy"]:
         drop = drops[(r["data"], r["precision"])]

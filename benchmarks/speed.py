@@ -38,15 +38,23 @@ def flops(model: torch.nn.Module, x: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
-def conv_peak(device: str, dtype: torch.dtype = torch.float32) -> dict[str, float]:
-    """FLOP/s of a large 3×3 convolution: the reference 'peak' for convolutional networks."""
+def conv_peak(device: str, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
+    """FLOP/s of a large 3×3 convolution: the reference 'peak' for convolutional networks, the
+    faster of NCHW and channels_last (on this project's CPU channels_last is 1.2× faster; a
+    peak timed NCHW alone, as this probe once was, is one the models' own layout beats)."""
     batch = 4 if device == "cpu" else 64
     conv = torch.nn.Conv2d(256, 256, 3, padding=1, bias=False).to(device, dtype)
-    x = torch.randn(batch, 256, 128, 128, device=device, dtype=dtype)
     n = 2 * 256 * 256 * 9 * 128 * 128 * batch
-    with torch.inference_mode():
-        ms = median(time_ms(lambda: conv(x), repeats=5, device=device))
-    return {"flops": n, "ms": ms, "flops_per_s": n / ms * 1e3}
+    by_format = {}
+    for name, fmt in (("nchw", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        conv = conv.to(memory_format=fmt)
+        x = torch.randn(batch, 256, 128, 128, device=device, dtype=dtype)
+        x = x.contiguous(memory_format=fmt)
+        with torch.inference_mode():
+            call = lambda c=conv, x=x: c(x)  # noqa: E731
+            by_format[name] = median(time_ms(call, repeats=5, device=device))
+    ms = min(by_format.values())
+    return {"flops": n, "ms": ms, "flops_per_s": n / ms * 1e3, "ms_by_format": by_format}
 
 
 def matmul_peak(device: str, dtype: torch.dtype) -> dict[str, float]:

@@ -97,8 +97,8 @@ def add_inference_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the network first (~20 s per input size; then 1.7× faster fp32 and "
-        "2× faster bf16 on CPU for FCN-8s/VGG16): for many images; checkpoints only",
+        help="torch.compile the network first (seconds per input size; then FCN-8s/VGG16 runs "
+        "1.4× faster on CPU, in fp32 and in bf16): for many images; checkpoints only",
     )
     g.add_argument(
         "--scale",
