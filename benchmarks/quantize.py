@@ -5,9 +5,9 @@ bf16 and int8 on CamVid val and Weizmann Horse val, all in one run.
     .venv/bin/python benchmarks/quantize.py            # everything (~30 min on 2 cores)
     .venv/bin/python benchmarks/quantize.py --quick    # VGG16 500×500 batch 1, no accuracy
 
-Needs the optional engines to compare (``pip install -e '.[engines]'``: openvino, nncf, torchao;
-an engine that is not installed, or cannot take the model, is recorded as such) and two trained runs, made with
-the product:
+Needs the optional engines to compare (``pip install -e '.[engines]'``: openvino, nncf,
+torchao; an engine that is not installed, or cannot take the model, is recorded as such) and
+two trained runs, made with the product:
 
     fcnseg train fcn8s-atonce_vgg16_camvid-180x240_cpu30          # → runs/fcn8s-atonce_…_cpu30
     fcnseg train fcn8s_vgg16_horse -o runs/horse15 --set train.iterations=240   # (horse.sh)

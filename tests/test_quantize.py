@@ -266,3 +266,23 @@ def test_calibration_inputs_are_what_predictions_see(calibration: Path, tmp_path
     Image.new("RGB", (2 * MAX_SIDE, MAX_SIDE // 2)).save(big / "wide.png")
     (x,) = calibration_inputs(calibration_files(big, 5), {"preprocess": preprocess})
     assert x.shape == (1, 3, MAX_SIDE // 4, MAX_SIDE)
+
+
+def test_int8_serves(int8: Path) -> None:
+    """``fcnseg serve model-int8.onnx``'s app answers with the int8 model's own labels."""
+    import io
+
+    from fastapi.testclient import TestClient
+
+    from fcnseg.serve import create_app
+
+    predictor = Predictor.from_checkpoint(int8)
+    image = SYNTHETIC[1][0]
+    buffer = io.BytesIO()
+    Image.fromarray(image.permute(1, 2, 0).numpy()).save(buffer, format="PNG")
+    files = {"image": ("x.png", buffer.getvalue(), "image/png")}
+    res = TestClient(create_app(predictor)).post("/predict", files=files)
+    assert res.status_code == 200 and res.headers["content-type"] == "image/png"
+    labels = np.array(Image.open(io.BytesIO(res.content)))
+    np.testing.assert_array_equal(labels, predictor.predict(image).numpy())
+    assert len(np.unique(labels)) >= 2
