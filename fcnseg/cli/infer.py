@@ -76,6 +76,7 @@ def _looks_like_checkpoint(path: str) -> bool:
 def _predict(args: argparse.Namespace) -> int:
     from fcnseg.checkpoint import CheckpointError
     from fcnseg.data.base import DataError
+    from fcnseg.engine.distributed import barrier, cleanup, setup
     from fcnseg.inference import predict_paths
 
     # With --weights every positional argument is an input: argparse gave the first to
@@ -87,6 +88,9 @@ def _predict(args: argparse.Namespace) -> int:
     failures: list[tuple[Path, str]] = []
     options = inference_options(args)
     try:
+        # Under torchrun each process takes its share of the inputs (one process: all).
+        dist_info, device = setup(args.device, what="--device")
+        args.device = str(device)
         predictor = load_predictor(args)
         written = predict_paths(
             predictor,
@@ -100,14 +104,33 @@ def _predict(args: argparse.Namespace) -> int:
             panels=args.panels,
             masks=args.masks,
             tint_background=args.tint_background,
+            workers=args.workers,
+            overwrite=args.overwrite,
+            rank=dist_info.rank,
+            world_size=dist_info.world_size,
         )
     except (CheckpointError, DataError, ValueError) as err:
+        cleanup()
         raise SystemExit(f"fcnseg predict: {err}") from err
-    print(f"wrote {len(written)} label maps (+ overlays) to {args.out}")
     for path, message in failures:
         print(f"skipped {path}: {message}", file=sys.stderr)
-    if failures:
-        print(f"fcnseg predict: {len(failures)} file(s) could not be used (above)", file=sys.stderr)
+    barrier()  # every rank's manifest is complete
+    cleanup()
+    if not dist_info.is_main:
+        return 1 if failures else 0
+    from fcnseg.inference.outputs import summary
+
+    done, failed = summary(Path(args.out))
+    print(
+        f"wrote {len(written)} label maps (+ overlays) to {args.out}"
+        + (f" ({done} images predicted there in all)" if done != len(written) else "")
+    )
+    for path, message in failed if dist_info.enabled else []:
+        print(f"failed {path}: {message}", file=sys.stderr)
+    if failures or failed:
+        count = len(failed) if dist_info.enabled else len(failures)
+        print(f"fcnseg predict: {count} file(s) could not be used (above; and in "
+              f"{args.out}/manifest-rank*.jsonl)", file=sys.stderr)  # fmt: skip
         return 1
     return 0
 
@@ -212,6 +235,19 @@ def add_predict_parser(sub: _Subparsers) -> None:
         help="tint the background class in overlays too (default: the photo shows through)",
     )
     p.add_argument("--batch-size", type=int, default=4, help="same-size images per pass (4)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="DataLoader processes decoding images ahead of the model (0: decode in turn)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="predict every image again (default: skip images whose outputs are all in -o, "
+        "so a rerun resumes an interrupted run)",
+    )
     add_inference_args(p)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--no-progress", action="store_true")

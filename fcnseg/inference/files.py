@@ -4,9 +4,11 @@ and probabilities on disk."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from fcnseg.inference.options import InferenceOptions
@@ -41,25 +43,51 @@ def expand_inputs(inputs: Sequence[str | Path]) -> list[Path]:
     return paths
 
 
-def _read_groups(
-    paths: Sequence[Path], batch_size: int, failures: list[tuple[Path, str]]
-) -> Iterator[list[tuple[Path, torch.Tensor]]]:
-    """Consecutive images of one size, up to ``batch_size`` at a time; unreadable files are
-    recorded in ``failures`` and skipped."""
-    from fcnseg.data.base import DataError
-    from fcnseg.data.io import read_image
+class _Decoded(torch.utils.data.Dataset):
+    """Images decoded where the DataLoader puts the work (its workers with ``--workers``):
+    ``(index, image)``, or ``(index, message)`` for a file that cannot be read."""
 
-    group: list[tuple[Path, torch.Tensor]] = []
-    for path in paths:
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[int, torch.Tensor | str]:
+        from fcnseg.data.base import DataError
+        from fcnseg.data.io import read_image
+
         try:
-            image = read_image(path)
+            return i, read_image(self.paths[i])
         except DataError as err:
-            failures.append((path, str(err)))
+            return i, str(err)
+
+
+def _read_groups(
+    chunks: Sequence[Sequence[Path]], failures: list[tuple[Path, str]], workers: int = 0
+) -> Iterator[list[tuple[Path, torch.Tensor]]]:
+    """The images of each chunk, decoded by ``workers`` DataLoader processes ahead of the model
+    (0: in this process), as runs of consecutive images of one size; unreadable files are
+    recorded in ``failures`` and skipped. A batch never spans two chunks, so which images share
+    a batch — and so every result, to the last bit — does not depend on what came before."""
+    paths = [path for chunk in chunks for path in chunk]
+    chunk_of = [k for k, chunk in enumerate(chunks) for _ in chunk]
+    size = max(map(len, chunks), default=1)
+    loader = torch.utils.data.DataLoader(
+        _Decoded(paths), batch_size=None, num_workers=workers,
+        prefetch_factor=2 * size if workers else None,
+    )  # fmt: skip
+    group: list[tuple[Path, torch.Tensor]] = []
+    chunk = -1
+    for i, image in loader:
+        if isinstance(image, str):
+            failures.append((paths[i], image))
             continue
-        if group and (len(group) >= batch_size or group[0][1].shape != image.shape):
+        if group and (chunk_of[i] != chunk or group[0][1].shape != image.shape):
             yield group
             group = []
-        group.append((path, image))
+        group.append((paths[i], image))
+        chunk = chunk_of[i]
     if group:
         yield group
 
@@ -129,61 +157,118 @@ def predict_paths(
     panels: bool = False,
     masks: str | Path | None = None,
     tint_background: bool = False,
+    workers: int = 0,
+    overwrite: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> list[Path]:
     """``fcnseg predict``: for every image write ``NAME.png`` (palette PNG of class indices),
     ``NAME_overlay.png`` (colour overlay with legend; the background untinted unless
     ``tint_background``) and, on request, ``NAME_probs.npy`` (C×H×W float16) and
     ``NAME_panel.png`` (``panels``: image | prediction; image | ground truth | prediction
     where the ``masks`` folder holds a mask of the same stem, read as class indices; ``masks``
-    implies ``panels``). Returns the label-map paths.
+    implies ``panels``). Returns the label-map paths written by this call.
 
-    Consecutive images of one size go through :meth:`Predictor.probabilities_batch`
-    ``batch_size`` at a time (tiled inference goes image by image). A file that cannot be read
-    is skipped and appended to ``failures`` as ``(path, message)`` (pass a list to collect
-    them), so one bad file loses no other image's result; so is a mask that does not fit its
-    image (its panel is not written). An image without a mask gets a warning."""
-    import numpy as np
+    Under torchrun each of ``world_size`` processes takes its share of the sorted inputs
+    (:func:`~fcnseg.inference.shard.shard`). Images are decoded by ``workers`` DataLoader
+    processes, consecutive images of one size go through
+    :meth:`Predictor.probabilities_batch` ``batch_size`` at a time (tiled inference image by
+    image), and files are written by a background thread, each atomically, with a record per
+    image in ``OUT/manifest-rank{R}.jsonl`` (:mod:`fcnseg.inference.outputs`). Images whose
+    outputs are all present are skipped unless ``overwrite``, so a rerun after a crash picks up
+    where it stopped. A file that cannot be read is skipped, recorded in the manifest and
+    appended to ``failures`` as ``(path, message)``; so is a mask that does not fit its image
+    (its panel is not written). An image without a mask gets a warning."""
     from tqdm import tqdm
 
-    from fcnseg.data.base import DataError
-    from fcnseg.viz import save_label_png, save_overlay
+    from fcnseg.inference.outputs import OutputWriter, PredictOutputs
+    from fcnseg.inference.shard import check_unique_names, shard
 
     options = options or InferenceOptions()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     failures = failures if failures is not None else []
     paths = expand_inputs(inputs)
+    check_unique_names(paths)
     mask_files = _mask_index(masks)
     panels = panels or masks is not None
-    bad_masks: list[tuple[Path, str]] = []
-    written = []
-    bar = tqdm(total=len(paths), desc="predict", disable=not progress)
-    for group in _read_groups(paths, 1 if options.tile else max(1, batch_size), failures):
-        images = [image for _, image in group]
-        batch = images[0][None] if len(images) == 1 else torch.stack(images)
-        probs = predictor.probabilities_batch(batch, options)
-        for (path, image), p in zip(group, probs, strict=True):
-            labels = p.argmax(0).numpy()
-            if save_probabilities:
-                np.save(out / f"{path.stem}_probs.npy", p.half().numpy())
-            label_path = out / f"{path.stem}.png"
-            save_label_png(label_path, labels, predictor.palette)
-            rgb = image.permute(1, 2, 0).numpy()
-            save_overlay(out / f"{path.stem}_overlay.png", rgb, labels, predictor.palette,
-                         predictor.classes, tint_background=tint_background)  # fmt: skip
-            written.append(label_path)
-            if not panels:
-                continue
-            mask_path = mask_files.get(path.stem)
-            if masks is not None and mask_path is None:
-                log.warning("no mask %s.* in %s: its panel has no ground truth", path.stem, masks)
-            panel = out / f"{path.stem}_panel.png"
-            try:
-                _save_panel(panel, image, torch.from_numpy(labels), mask_path, predictor)
-            except DataError as err:
-                bad_masks.append((mask_path or path, str(err)))
-        bar.update(len(group))
-    bar.update(len(failures))
-    bar.close()
-    failures += bad_masks
+    writer = OutputWriter(out, rank, PredictOutputs(save_probabilities, panels))
+    mine = shard(paths, rank, world_size)
+    batch = 1 if options.tile else max(1, batch_size)
+    # Batches are fixed chunks of this rank's list: a chunk with any output missing is run
+    # again whole, so a resumed run batches (and computes) exactly as an uninterrupted one.
+    chunks = [mine[i : i + batch] for i in range(0, len(mine), batch)]
+    if not overwrite:
+        chunks = [c for c in chunks if not all(writer.complete(p) for p in c)]
+    todo = sum(map(len, chunks))
+    if todo < len(mine):
+        log.info("%d of %d images already predicted in %s: skipped (--overwrite to redo them)",
+                 len(mine) - todo, len(mine), out)  # fmt: skip
+    written: list[Path] = []
+    desc = "predict" if world_size == 1 else f"predict (rank {rank}/{world_size})"
+    bar = tqdm(total=todo, desc=desc, disable=not progress or rank != 0)
+    unread: list[tuple[Path, str]] = []
+    try:
+        for group in _read_groups(chunks, unread, workers):
+            start = time.perf_counter()
+            images = [image for _, image in group]
+            probs = predictor.probabilities_batch(torch.stack(images), options)
+            seconds = (time.perf_counter() - start) / len(group)
+            for (path, image), p in zip(group, probs, strict=True):
+                save = _saver(predictor, image, p.numpy(), mask_files.get(path.stem), masks,
+                              tint_background)  # fmt: skip
+                record = {"input": str(path), "size": list(image.shape[-2:]),
+                          "seconds": round(seconds, 4)}  # fmt: skip
+                writer.submit(path, save, record)
+                written.append(out / f"{path.stem}.png")
+            for path, message in unread:
+                writer.log({"input": str(path), "error": message})
+            failures += unread
+            bar.update(len(group) + len(unread))
+            unread.clear()
+        for path, message in unread:  # unreadable files after the last group
+            writer.log({"input": str(path), "error": message})
+        failures += unread
+        bar.update(len(unread))
+    finally:
+        bar.close()
+        writer.close()
+    failures += [(Path(r["mask"]), r["panel_error"]) for r in writer.records if "panel_error" in r]
     return written
+
+
+def _saver(
+    predictor: Predictor,
+    image: torch.Tensor,
+    probs: np.ndarray,
+    mask_path: Path | None,
+    masks: str | Path | None,
+    tint_background: bool,
+) -> Callable[[dict[str, Path]], dict]:
+    """Writes one image's files at the temporary paths it is given; returns the manifest's
+    extra fields (class histogram; a panel's error)."""
+    from fcnseg.data.base import DataError
+    from fcnseg.inference.outputs import histogram
+    from fcnseg.viz import save_label_png, save_overlay
+
+    def save(tmp: dict[str, Path]) -> dict:
+        labels = probs.argmax(0)
+        extra: dict = {"classes": histogram(labels, predictor.classes)}
+        for name, file in tmp.items():
+            if name.endswith("_probs.npy"):
+                np.save(file, probs.astype(np.float16))
+            elif name.endswith("_overlay.png"):
+                save_overlay(file, image.permute(1, 2, 0).numpy(), labels, predictor.palette,
+                             predictor.classes, tint_background=tint_background)  # fmt: skip
+            elif name.endswith("_panel.png"):
+                if masks is not None and mask_path is None:
+                    log.warning("no mask %s.* in %s: its panel has no ground truth",
+                                name[: -len("_panel.png")], masks)  # fmt: skip
+                try:
+                    _save_panel(file, image, torch.from_numpy(labels), mask_path, predictor)
+                except DataError as err:
+                    extra.update(panel_error=str(err), mask=str(mask_path))
+            else:
+                save_label_png(file, labels, predictor.palette)
+        return extra
+
+    return save

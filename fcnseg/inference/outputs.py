@@ -1,0 +1,145 @@
+"""What ``fcnseg predict`` leaves on disk, written so that a crash at any moment leaves only
+complete files: each output is written to a private temporary and renamed into place, off the
+compute path (a background thread), and a per-rank JSONL manifest records each image once all
+its files are in place (or the error that stopped it). A rerun skips images whose outputs are
+all there."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["MANIFEST", "OutputWriter", "PredictOutputs", "read_manifests", "summary"]
+
+#: Manifest file name of rank R: ``manifest-rank{R}.jsonl`` in the output folder.
+MANIFEST = "manifest-rank{rank}.jsonl"
+#: Where temporaries live until renamed (removed when a run ends; cleared when one starts).
+PARTIAL = ".fcnseg-partial"
+
+
+@dataclass(frozen=True)
+class PredictOutputs:
+    """Which files ``fcnseg predict`` writes per image."""
+
+    probabilities: bool = False
+    panels: bool = False
+
+    def names(self, stem: str) -> list[str]:
+        names = [f"{stem}.png", f"{stem}_overlay.png"]
+        if self.probabilities:
+            names.append(f"{stem}_probs.npy")
+        if self.panels:
+            names.append(f"{stem}_panel.png")
+        return names
+
+
+@dataclass
+class OutputWriter:
+    """Writes each image's files into ``out`` (see the module docstring) with at most
+    ``pending`` images queued behind the compute; ``write(path, tmp_paths, ...)`` is supplied
+    per image by the caller and writes the files given their temporary paths."""
+
+    out: Path
+    rank: int
+    wanted: PredictOutputs
+    pending: int = 8
+    _pool: ThreadPoolExecutor = field(init=False, repr=False)
+    _slots: threading.Semaphore = field(init=False, repr=False)
+    _futures: list[Future] = field(default_factory=list, init=False, repr=False)
+    #: The manifest records this writer appended (this run's).
+    records: list[dict[str, Any]] = field(default_factory=list, init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.partial = self.out / PARTIAL / f"rank{self.rank}"
+        shutil.rmtree(self.partial, ignore_errors=True)  # a killed run's temporaries
+        self.partial.mkdir(parents=True)
+        self.manifest = (self.out / MANIFEST.format(rank=self.rank)).open("a")
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="fcnseg-writer")
+        self._slots = threading.Semaphore(self.pending)
+
+    def complete(self, path: Path) -> bool:
+        """Whether every output of ``path`` is in place (renamed files are always whole)."""
+        return all((self.out / name).is_file() for name in self.wanted.names(path.stem))
+
+    def submit(
+        self, path: Path, write: Callable[[dict[str, Path]], dict[str, Any]], record: dict
+    ) -> None:
+        """Queue ``write(tmp)`` (``tmp``: output name → temporary path; it returns extra
+        manifest fields), then rename the files into place and append ``record``."""
+        self._slots.acquire()
+        self._futures.append(self._pool.submit(self._write, path, write, record))
+
+    def _write(
+        self, path: Path, write: Callable[[dict[str, Path]], dict[str, Any]], record: dict
+    ) -> None:
+        try:
+            tmp = {name: self.partial / name for name in self.wanted.names(path.stem)}
+            extra = write(tmp)
+            done = []
+            for name, file in tmp.items():
+                if file.exists():
+                    os.replace(file, self.out / name)
+                    done.append(name)
+            self.log({**record, **extra, "outputs": done, "done_at": round(time.time(), 3)})
+        finally:
+            self._slots.release()
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one manifest line (flushed: a crash loses at most the line being written)."""
+        with self._lock:
+            self.manifest.write(json.dumps(record) + "\n")
+            self.manifest.flush()
+            self.records.append(record)
+
+    def close(self) -> None:
+        """Wait for the queue, re-raise a writer's error, remove the temporaries."""
+        try:
+            for future in self._futures:
+                future.result()
+        finally:
+            self._pool.shutdown(wait=True)
+            self.manifest.close()
+            shutil.rmtree(self.partial, ignore_errors=True)
+            with contextlib.suppress(OSError):  # the last rank to finish removes the folder
+                (self.out / PARTIAL).rmdir()
+
+
+def read_manifests(out: Path) -> Iterator[dict[str, Any]]:
+    """Every record of every rank's manifest in ``out`` (a line cut short by a crash is
+    skipped)."""
+    for file in sorted(out.glob(MANIFEST.format(rank="*"))):
+        for line in file.read_text().splitlines():
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:
+                continue
+
+
+def summary(out: Path) -> tuple[int, list[tuple[str, str]]]:
+    """Over every rank's manifest in ``out``: how many images have their outputs, and the
+    inputs whose last record is an error (with its message)."""
+    last: dict[str, dict[str, Any]] = {}
+    for record in read_manifests(out):
+        last[record["input"]] = record
+    failed = [(k, r["error"]) for k, r in last.items() if "error" in r]
+    return len(last) - len(failed), failed
+
+
+def histogram(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
+    """Pixels per class name (classes present only)."""
+    counts = torch.from_numpy(labels.astype(np.int64).ravel()).bincount(minlength=len(classes))
+    return {classes[i]: int(n) for i, n in enumerate(counts.tolist()) if n and i < len(classes)}
