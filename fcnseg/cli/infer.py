@@ -106,6 +106,7 @@ def _predict(args: argparse.Namespace) -> int:
             tint_background=args.tint_background,
             workers=args.workers,
             overwrite=args.overwrite,
+            overlays=args.overlays,
             rank=dist_info.rank,
             world_size=dist_info.world_size,
         )
@@ -220,6 +221,13 @@ def add_predict_parser(sub: _Subparsers) -> None:
     add_weights_arg(p)
     p.add_argument("-o", "--out", required=True, help="output directory")
     p.add_argument("--probabilities", action="store_true", help="also write NAME_probs.npy")
+    p.add_argument(
+        "--no-overlays",
+        dest="overlays",
+        action="store_false",
+        help="write label maps only, no NAME_overlay.png (writing an overlay costs about as much "
+        "CPU as a small model's prediction: leave them out when labelling large folders)",
+    )
     p.add_argument(
         "--panels", action="store_true", help="also write NAME_panel.png: image | prediction"
     )

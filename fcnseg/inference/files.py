@@ -159,12 +159,13 @@ def predict_paths(
     tint_background: bool = False,
     workers: int = 0,
     overwrite: bool = False,
+    overlays: bool = True,
     rank: int = 0,
     world_size: int = 1,
 ) -> list[Path]:
     """``fcnseg predict``: for every image write ``NAME.png`` (palette PNG of class indices),
-    ``NAME_overlay.png`` (colour overlay with legend; the background untinted unless
-    ``tint_background``) and, on request, ``NAME_probs.npy`` (C×H×W float16) and
+    ``NAME_overlay.png`` (unless not ``overlays``: colour overlay with legend; the background
+    untinted unless ``tint_background``) and, on request, ``NAME_probs.npy`` (C×H×W float16) and
     ``NAME_panel.png`` (``panels``: image | prediction; image | ground truth | prediction
     where the ``masks`` folder holds a mask of the same stem, read as class indices; ``masks``
     implies ``panels``). Returns the label-map paths written by this call.
@@ -191,7 +192,7 @@ def predict_paths(
     check_unique_names(paths)
     mask_files = _mask_index(masks)
     panels = panels or masks is not None
-    writer = OutputWriter(out, rank, PredictOutputs(save_probabilities, panels))
+    writer = OutputWriter(out, rank, PredictOutputs(save_probabilities, panels, overlays))
     mine = shard(paths, rank, world_size)
     batch = 1 if options.tile else max(1, batch_size)
     # Batches are fixed chunks of this rank's list: a chunk with any output missing is run

@@ -35,9 +35,10 @@ class PredictOutputs:
 
     probabilities: bool = False
     panels: bool = False
+    overlays: bool = True
 
     def names(self, stem: str) -> list[str]:
-        names = [f"{stem}.png", f"{stem}_overlay.png"]
+        names = [f"{stem}.png"] + ([f"{stem}_overlay.png"] if self.overlays else [])
         if self.probabilities:
             names.append(f"{stem}_probs.npy")
         if self.panels:

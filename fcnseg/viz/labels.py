@@ -233,7 +233,9 @@ def save_overlay(
     ]
     size = text_size_for(*blended.shape[:2])
     legend = _legend([(palette[k], name) for k, name in present], size)
-    _beside(Image.fromarray(blended), legend).save(prepare_path(path))
+    # An overlay is a preview: zlib level 1 writes a 360×480 photo 3.5× faster than PIL's
+    # default 6 (12 vs 42 ms, the time of the model itself on 2 cores) for a file 18% larger.
+    _beside(Image.fromarray(blended), legend).save(prepare_path(path), compress_level=1)
     return present
 
 
