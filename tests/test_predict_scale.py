@@ -93,6 +93,19 @@ def test_rerun_skips_finished_images_and_overwrite_redoes_them(
     assert len(_manifest(out)) == 12 + 4 + 12 and _files(out) == first
 
 
+def test_no_overlays_writes_label_maps_only(model: Path, images: Path, tmp_path: Path) -> None:
+    """``--no-overlays``: one label map per image, the same bytes as with overlays; a rerun
+    with overlays asked for again writes the missing overlays."""
+    full, bare = tmp_path / "full", tmp_path / "bare"
+    assert main(["predict", str(model), str(images), "-o", str(full), *COMMON]) == 0
+    assert main(["predict", str(model), str(images), "-o", str(bare), "--no-overlays",
+                 *COMMON]) == 0  # fmt: skip
+    labels = {k: v for k, v in _files(full).items() if not k.endswith("_overlay.png")}
+    assert _files(bare) == labels and len(labels) == 12
+    assert main(["predict", str(model), str(images), "-o", str(bare), *COMMON]) == 0
+    assert _files(bare) == _files(full)
+
+
 def test_unreadable_image_is_recorded_and_the_rest_finish(
     model: Path, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
