@@ -192,3 +192,30 @@ def test_torchrun_predict_equals_one_process_and_survives_kill(
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert done.returncode == 1, done.stderr[-2000:]  # zz-broken.png, as before
     assert _files(killed) == reference and not (killed / ".fcnseg-partial").exists()
+
+
+def test_eval_decodes_in_workers_to_the_same_metrics(
+    model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``fcnseg eval --workers 2`` (images decoded by DataLoader processes, as predict's
+    ``--workers``) reaches the loader and scores exactly what decoding in turn scores."""
+    import fcnseg.engine.loaders as loaders
+
+    seen: list[int] = []
+    make_loader = loaders.make_loader
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs["num_workers"])
+        return make_loader(*args, **kwargs)
+
+    monkeypatch.setattr(loaders, "make_loader", spy)
+    data = ["--config", "fcn8s_resnet18_synthetic", "--set",
+            "data.options={num_images: 6, size: [40, 56]}", *COMMON]  # fmt: skip
+    reports = []
+    for workers in ("0", "2"):
+        out = tmp_path / f"w{workers}"
+        assert main(["eval", str(model), "-o", str(out), "--workers", workers, *data]) == 0
+        reports.append(json.loads((out / "metrics.json").read_text()))
+    assert seen == [0, 2]
+    assert reports[0]["mean_iu"] == reports[1]["mean_iu"]
+    assert reports[0]["per_class_iu"] == reports[1]["per_class_iu"]

@@ -43,10 +43,12 @@ def _eval(args: argparse.Namespace) -> int:
 
             source = pretrained_state(args.weights)
             out = out or f"eval-{_slug(args.weights)}"
+        # --workers: the data loader's decoding processes, as predict's (data.num_workers).
+        workers = [] if args.workers is None else [f"data.num_workers={args.workers}"]
         run_evaluation(
             source,
             config=args.config,
-            overrides=args.set,
+            overrides=[*(args.set or []), *workers],
             split=args.split,
             out_dir=out,
             save_panels=args.save_panels,
@@ -207,6 +209,13 @@ def add_eval_parser(sub: _Subparsers) -> None:
         default=0,
         metavar="N",
         help="write N image | ground truth | prediction panels",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="DataLoader processes decoding images ahead of the model (default: the config's "
+        "data.num_workers)",
     )
     add_inference_args(p)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
