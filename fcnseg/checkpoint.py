@@ -26,6 +26,7 @@ import io
 import json
 import logging
 import os
+import pickle
 import struct
 import tempfile
 import time
@@ -398,6 +399,18 @@ def load_resumable(directory: str | Path, name: str = "last") -> tuple[Checkpoin
     return loaded, state
 
 
+def _numpy_state_types() -> list[Any]:
+    """What unpickling ``numpy.random.get_state()`` builds: an ndarray of uint32."""
+    import numpy as np
+
+    multiarray = getattr(np, "_core", None) or np.core  # numpy 2 renamed core to _core
+    return [multiarray.multiarray._reconstruct, np.ndarray, np.dtype,
+            type(np.dtype(np.uint32))]  # fmt: skip
+
+
+_STATE_TYPES = _numpy_state_types()
+
+
 def save_state(path: str | Path, state: dict[str, Any]) -> None:
     """Write the training state (``torch.save`` format) atomically."""
     buffer = io.BytesIO()
@@ -406,12 +419,22 @@ def save_state(path: str | Path, state: dict[str, Any]) -> None:
 
 
 def load_state(path: str | Path) -> dict[str, Any]:
-    """Read a training-state file written by :func:`save_state`."""
+    """Read a training-state file written by :func:`save_state`, never running code from it:
+    ``torch.load(weights_only=True)`` with exactly the types a state holds beyond tensors and
+    plain values allowed (numpy's RNG state: an array of one dtype). A file that needs anything
+    else — a crafted pickle — is refused before any of it is built."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"training state {path} does not exist (nothing to resume)")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_STATE_TYPES):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise CheckpointError(
+            f"{path} asks to build objects a training state never holds, so it was not "
+            f"loaded (only tensors, numbers, strings and numpy's RNG state are): "
+            f"{str(err).splitlines()[0][:200]}; use a run directory fcnseg wrote"
+        ) from err
     except Exception as err:  # corrupt pickles raise many types
         raise CheckpointError(
             f"{path} is not a readable training state, truncated or corrupt ({err}); restore it "

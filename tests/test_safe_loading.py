@@ -1,0 +1,46 @@
+"""No code runs from a run folder: a training state is read with ``weights_only=True`` and only
+numpy's RNG state allowed beyond tensors and plain values; a crafted state file is refused
+before any of it is built, while fcnseg's own states (with the numpy RNG state) load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fcnseg import checkpoint as ckpt
+
+
+class _Creates:
+    """Unpickling this creates a file: what a hostile state file could do."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self) -> tuple:
+        return (open, (str(self.target), "w"))
+
+
+def test_crafted_state_file_is_refused_and_runs_nothing(tmp_path: Path) -> None:
+    target = tmp_path / "pwned.txt"
+    state = tmp_path / "last.state.pt"
+    torch.save({"iteration": 3, "payload": _Creates(target)}, state)
+    assert not target.exists()
+    with pytest.raises(ckpt.CheckpointError, match="asks to build objects") as err:
+        ckpt.load_state(state)
+    assert str(state) in str(err.value) and "\n" not in str(err.value)
+    assert not target.exists()
+
+
+def test_own_state_with_numpy_rng_loads_exactly(tmp_path: Path) -> None:
+    from fcnseg.engine.checkpointer import rng_state
+
+    state = {"iteration": 7, "rng": rng_state(), "optimizer": {"lr": 0.1, "m": torch.ones(3)}}
+    ckpt.save_state(tmp_path / "s.pt", state)
+    back = ckpt.load_state(tmp_path / "s.pt")
+    assert back["iteration"] == 7 and torch.equal(back["optimizer"]["m"], torch.ones(3))
+    name, keys, *rest = back["rng"]["numpy"]
+    want = np.random.get_state()
+    assert name == want[0] and np.array_equal(keys, want[1]) and tuple(rest) == want[2:]
