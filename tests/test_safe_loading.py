@@ -44,3 +44,37 @@ def test_own_state_with_numpy_rng_loads_exactly(tmp_path: Path) -> None:
     name, keys, *rest = back["rng"]["numpy"]
     want = np.random.get_state()
     assert name == want[0] and np.array_equal(keys, want[1]) and tuple(rest) == want[2:]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("fcnseg.classes", "__import__('os').system('touch x')", "is not valid JSON"),
+        ("fcnseg.classes", '{"a": 1}', "is not a list of names"),
+        ("fcnseg.palette", "[[0, 0, 999]]", "is not a list of RGB triples"),
+    ],
+)
+def test_hostile_onnx_metadata_is_a_clear_error(
+    key: str, value: str, expected: str, tmp_path: Path, make_fcn_checkpoint
+) -> None:
+    """ONNX metadata is parsed as JSON, never evaluated, and checked: a malformed or hostile
+    value is one line naming the file and the key, from the CLI too."""
+    onnx = pytest.importorskip("onnx")
+    from fcnseg.cli import main
+    from fcnseg.export import export_model, read_onnx_metadata
+
+    model = make_fcn_checkpoint(tmp_path / "m.safetensors", classes=["a", "b"],
+                                palette=[[0, 0, 0], [255, 0, 0]])  # fmt: skip
+    path = export_model(model, tmp_path / "m.onnx", sample_size=(32, 32))
+    proto = onnx.load(str(path))
+    for prop in proto.metadata_props:
+        if prop.key == key:
+            prop.value = value
+    onnx.save_model(proto, str(path))
+    with pytest.raises(ValueError, match=expected):
+        read_onnx_metadata(path)
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", str(path), str(tmp_path), "-o", str(tmp_path / "out"), "--no-progress"])
+    message = str(stop.value.code)
+    assert message.startswith("fcnseg predict: ") and str(path) in message and "\n" not in message
+    assert not (tmp_path / "x").exists()
