@@ -39,6 +39,7 @@ from safetensors import safe_open
 from safetensors.torch import save as safetensors_bytes
 
 from fcnseg.filekind import file_kind, not_a_checkpoint
+from fcnseg.metadata import parse_metadata
 from fcnseg.weights import Preprocess, read_state_dict
 
 __all__ = [
@@ -274,7 +275,15 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             f"{file} is not an fcnseg checkpoint (no fcnseg metadata); for backbone weights use "
             "backbone_weights=, for the reference's Caffe weights fcnseg.models.caffe"
         )
-    meta = {k: json.loads(v) for k, v in raw.items()}
+    required = ("model", "classes", "palette", "ignore_index", "preprocess")
+    missing = [k for k in required if k not in raw]
+    if missing:
+        raise CheckpointError(f"{file}: fcnseg metadata lacks {', '.join(missing)}; the file was "
+                              "altered: restore it or use another checkpoint")  # fmt: skip
+    try:
+        meta = parse_metadata(file, raw, raw.keys())  # JSON, never evaluated
+    except ValueError as err:
+        raise CheckpointError(str(err)) from err
     return Checkpoint(
         path=file,
         state_dict=state,

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from fcnseg.checkpoint import Checkpoint, load_checkpoint
+from fcnseg.metadata import parse_metadata
 
 __all__ = ["export_model", "exported_files", "read_onnx_metadata"]
 
@@ -267,27 +268,5 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     if missing:
         raise ValueError(f"{path} has no fcnseg metadata ({missing}); export it with fcnseg")
     keys = [*META_KEYS, *(k for k in (*OPTIONAL_KEYS, *QUANTIZED_KEYS) if k in props)]
-    meta = {}
-    for key in keys:  # JSON only: a value is parsed, never evaluated
-        try:
-            meta[key.removeprefix("fcnseg.")] = json.loads(props[key])
-        except json.JSONDecodeError as err:
-            raise ValueError(
-                f"{path}: metadata {key} is not valid JSON ({err}); the file was altered or "
-                "not written by fcnseg: export it again"
-            ) from err
-    classes, palette = meta["classes"], meta["palette"]
-    if not (isinstance(classes, list) and all(isinstance(c, str) for c in classes)):
-        raise ValueError(f"{path}: metadata fcnseg.classes is not a list of names; export again")
-    if not (isinstance(palette, list) and all(map(_is_rgb, palette))):
-        raise ValueError(f"{path}: metadata fcnseg.palette is not a list of RGB triples; export "
-                         "again")  # fmt: skip
+    meta = parse_metadata(path, props, keys, prefix="fcnseg.")  # JSON, never evaluated
     return meta
-
-
-def _is_rgb(colour: Any) -> bool:
-    return (
-        isinstance(colour, list)
-        and len(colour) == 3
-        and all(isinstance(v, int) and 0 <= v <= 255 for v in colour)
-    )

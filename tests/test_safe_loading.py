@@ -50,7 +50,7 @@ def test_own_state_with_numpy_rng_loads_exactly(tmp_path: Path) -> None:
     ("key", "value", "expected"),
     [
         ("fcnseg.classes", "__import__('os').system('touch x')", "is not valid JSON"),
-        ("fcnseg.classes", '{"a": 1}', "is not a list of names"),
+        ("fcnseg.classes", '{"a": 1}', "is not a list of class names"),
         ("fcnseg.palette", "[[0, 0, 999]]", "is not a list of RGB triples"),
     ],
 )
@@ -78,3 +78,33 @@ def test_hostile_onnx_metadata_is_a_clear_error(
     message = str(stop.value.code)
     assert message.startswith("fcnseg predict: ") and str(path) in message and "\n" not in message
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"classes": "eval('1')"}, "metadata classes is not valid JSON"),
+        ({"palette": "[[1, 2]]"}, "metadata palette is not a list of RGB triples"),
+        ({"model": None}, "fcnseg metadata lacks model"),
+    ],
+)
+def test_hostile_checkpoint_metadata_is_a_clear_error(
+    change: dict, expected: str, tmp_path: Path, make_fcn_checkpoint
+) -> None:
+    """A checkpoint's safetensors metadata is JSON, parsed and checked: an altered value or a
+    missing key is a CheckpointError naming the file, not a traceback."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    good = make_fcn_checkpoint(tmp_path / "m.safetensors", classes=["a", "b"],
+                               palette=[[0, 0, 0], [255, 0, 0]])  # fmt: skip
+    with safe_open(str(good), "pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        meta = dict(f.metadata())
+    for key, value in change.items():
+        meta.pop(key) if value is None else meta.__setitem__(key, value)
+    bad = tmp_path / "bad.safetensors"
+    save_file(tensors, str(bad), metadata=meta)
+    with pytest.raises(ckpt.CheckpointError, match=expected) as err:
+        ckpt.load_checkpoint(bad)
+    assert str(bad) in str(err.value)
