@@ -1,7 +1,8 @@
 """`fcnseg serve` end to end in headless Chromium: upload an image on the page, wait for the
 overlay, and check that the mask the page shows (its canvas pixels and its download) equals the
-API's answer, the background left transparent unless "tint background" is on. Needs Debian's
-chromium + chromium-driver (``.ci/run`` installs them)."""
+API's answer, the background left transparent unless "tint background" is on. The server
+requires a token (``--token-file``): the page asks for it once and keeps it for the session.
+Needs Debian's chromium + chromium-driver (``.ci/run`` installs them)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ from fcnseg.serve.browser import find_chromium, headless_chromium, wait_for_stat
 PALETTE = [[0, 0, 0], [220, 20, 60], [30, 144, 255]]
 CLASSES = ["background", "road", "car"]
 UNTINTED = 0  # "background": the photo shows through unless "tint background" is on
+TOKEN = "page-token-981"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 if find_chromium() is None:
     if os.environ.get("CI"):
@@ -43,14 +46,16 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, make_fcn_checkpoint) -> Iterator[str]:
-    """`fcnseg serve` on a saved FCN-8s/ResNet-18 checkpoint, in a subprocess on loopback."""
+    """`fcnseg serve` on a saved FCN-8s/ResNet-18 checkpoint, in a subprocess on loopback,
+    requiring a token."""
     tmp = tmp_path_factory.mktemp("serve")
     ckpt = make_fcn_checkpoint(tmp / "m.safetensors", classes=CLASSES, palette=PALETTE, std=0.2)
+    (tmp / "token").write_text(TOKEN + "\n")
     port = _free_port()
     log = (tmp / "serve.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "fcnseg", "serve", str(ckpt), "--port", str(port),
-         "--device", "cpu"],
+         "--device", "cpu", "--token-file", str(tmp / "token")],
         stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/"
@@ -120,6 +125,21 @@ document.getElementById('image-canvas').toBlob(blob => {
 """
 
 
+def _open(driver: Any, url: str, *, expect_prompt: bool) -> None:
+    """Load the page; answer its token prompt (the first load of a session asks)."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(url)
+    if expect_prompt:
+        WebDriverWait(driver, 20).until(expected_conditions.alert_is_present())
+        alert = driver.switch_to.alert
+        assert "token" in alert.text
+        alert.send_keys(TOKEN)
+        alert.accept()
+    wait_for_state(driver, {"ready"})
+
+
 def _canvas_rgba(driver: Any, canvas: str) -> np.ndarray:
     w, h, data = driver.execute_script(CANVAS_PIXELS, canvas)
     return np.frombuffer(base64.b64decode(data), np.uint8).reshape(h, w, 4)
@@ -142,16 +162,18 @@ def test_page_shows_the_api_mask(server: str, browser: Any, tmp_path: Path) -> N
     image[20:50, 30:80] = (200, 40, 40)
     path = tmp_path / "street.png"
     Image.fromarray(image).save(path)
-    api = httpx.post(server + "predict", files={"image": ("street.png", path.read_bytes(),
-                                                          "image/png")})  # fmt: skip
+    files = {"image": ("street.png", path.read_bytes(), "image/png")}
+    assert httpx.post(server + "predict", files=files).status_code == 401  # no token, no answer
+    api = httpx.post(server + "predict", files=files, headers=AUTH)
     assert api.status_code == 200
     want = np.array(Image.open(io.BytesIO(api.content)))
     present = sorted(np.unique(want).tolist())
     assert UNTINTED in present and len(present) >= 2, "the model should predict background and more"
-    assert httpx.get(server + "classes").json()["untinted"] == [UNTINTED]
+    assert httpx.get(server + "classes", headers=AUTH).json()["untinted"] == [UNTINTED]
 
-    browser.get(server)
-    wait_for_state(browser, {"ready"})
+    browser.get(server + "health")  # the origin, without the page's script
+    browser.execute_script("sessionStorage.clear()")
+    _open(browser, server, expect_prompt=True)
     assert "3 classes" in browser.find_element(By.ID, "model").text
     browser.find_element(By.ID, "file").send_keys(str(path))
     assert wait_for_state(browser, {"done", "error"}) == "done", browser.find_element(
@@ -218,8 +240,9 @@ def test_page_reports_bad_upload(server: str, browser: Any, tmp_path: Path) -> N
 
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"this is not a png")
-    browser.get(server)
-    wait_for_state(browser, {"ready"})
+    browser.get(server + "health")  # the origin, without the page's script
+    browser.execute_script("sessionStorage.setItem('fcnseg-token', arguments[0])", TOKEN)
+    _open(browser, server, expect_prompt=False)  # the session's token: no prompt
     browser.find_element(By.ID, "file").send_keys(str(bad))
     assert wait_for_state(browser, {"done", "error"}) == "error"
     text = browser.find_element(By.ID, "status").text

@@ -173,9 +173,15 @@ def _export(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from fcnseg.serve import ServeLimits, run_server
+    from fcnseg.serve.auth import read_token, require_token_off_loopback
 
     one_model_source(args)
     options = inference_options(args)
+    try:  # before loading a model: a refusal costs nothing
+        token = read_token(args.token_file)
+        require_token_off_loopback(args.host, token, args.insecure)
+    except ValueError as err:
+        raise SystemExit(f"fcnseg serve: {err}") from err
     predictor = load_predictor(args)
     limits = ServeLimits(
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
@@ -187,9 +193,8 @@ def _serve(args: argparse.Namespace) -> int:
     def ready(url: str) -> None:
         print(f"fcnseg serve: {url}  (API docs at /docs; Ctrl-C stops)", flush=True)
 
-    run_server(
-        predictor, host=args.host, port=args.port, limits=limits, options=options, on_ready=ready
-    )
+    run_server(predictor, host=args.host, port=args.port, limits=limits, options=options,
+               on_ready=ready, token=token, insecure=args.insecure)  # fmt: skip
     return 0
 
 
@@ -301,6 +306,17 @@ def add_serve_parser(sub: _Subparsers) -> None:
     add_weights_arg(p)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: a free one)")
+    p.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="the API requires 'Authorization: Bearer <token>' with the token in FILE (default: "
+        "the FCNSEG_TOKEN environment variable; none: no token)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve beyond loopback (--host 0.0.0.0 …) without a token; refused otherwise",
+    )
     p.add_argument("--max-upload-mb", type=float, default=20.0, help="413 beyond (default 20)")
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="413 beyond (default 40M)")
     p.add_argument("--max-concurrent", type=int, default=1, help="inferences at once (1)")

@@ -17,7 +17,9 @@ Limits (:class:`ServeLimits`): a body over ``max_upload_bytes`` → 413 (checked
 ``Content-Length`` before reading, and while reading); a body that is not an image upload →
 415; an undecodable image → 400 naming what is wrong; more than ``max_pixels`` → 413; more
 than ``max_concurrent`` inferences running and ``max_queue`` waiting → 503 with
-``Retry-After``. Any other failure is a 500 with a message; the server keeps running.
+``Retry-After``. Any other failure is a 500 with a message; the server keeps running. With a
+token (:mod:`fcnseg.serve.auth`), ``/classes`` and ``/predict`` answer 401 without
+``Authorization: Bearer <token>``; ``/health`` says whether a token is required.
 """
 
 from __future__ import annotations
@@ -245,8 +247,14 @@ def _prediction_response(
     return Response(buf.getvalue(), media_type="image/png", headers=headers)
 
 
-def _add_routes(app: FastAPI, service: _Service, page: str) -> None:
-    """The endpoints of the module docstring, answered by ``service``."""
+def _add_routes(app: FastAPI, service: _Service, page: str, token: str | None = None) -> None:
+    """The endpoints of the module docstring, answered by ``service``; with a ``token`` the API
+    (``/classes``, ``/predict``) needs it (:mod:`fcnseg.serve.auth`)."""
+    from fastapi import Depends
+
+    from fcnseg.serve.auth import bearer_check
+
+    api = [Depends(bearer_check(token))] if token is not None else []
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> str:
@@ -254,13 +262,13 @@ def _add_routes(app: FastAPI, service: _Service, page: str) -> None:
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return service.health()
+        return {**service.health(), "auth": token is not None}
 
-    @app.get("/classes")
+    @app.get("/classes", dependencies=api)
     def get_classes() -> dict[str, Any]:
         return {"classes": service.classes, "untinted": service.untinted}
 
-    @app.post("/predict")
+    @app.post("/predict", dependencies=api)
     async def predict(
         request: Request,
         format: str = Query("png", pattern="^(png|json)$", description="png or json"),
@@ -281,13 +289,15 @@ def create_app(
     limits: ServeLimits | None = None,
     options: InferenceOptions | None = None,
     title: str = "fcnseg",
+    token: str | None = None,
 ) -> FastAPI:
     """A FastAPI app serving ``predictor`` (see the module docstring for the endpoints);
-    ``options``: how every upload is predicted (tiling, TTA, CRF; default: whole image)."""
+    ``options``: how every upload is predicted (tiling, TTA, CRF; default: whole image);
+    ``token``: the bearer token the API requires (:mod:`fcnseg.serve.auth`; none: open)."""
     service = _Service(predictor, limits or ServeLimits(), options or InferenceOptions())
     page = resources.files("fcnseg.serve").joinpath("page.html").read_text(encoding="utf-8")
     app = FastAPI(title=title, version=__version__, docs_url="/docs", redoc_url=None)
     app.add_middleware(GZipMiddleware, minimum_size=1024)
-    _add_routes(app, service, page)
+    _add_routes(app, service, page, token)
     app.add_exception_handler(Exception, _unexpected)
     return app

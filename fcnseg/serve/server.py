@@ -65,22 +65,26 @@ def run_server(
     options: InferenceOptions | None = None,
     log_level: str = "info",
     on_ready: Callable[[str], None] | None = None,
+    token: str | None = None,
+    insecure: bool = False,
 ) -> None:
     """Serve ``predictor`` with uvicorn until interrupted (``options``: as
     :func:`~fcnseg.serve.app.create_app`). The port is bound before anything else
     (:class:`BindError` if it cannot be); ``on_ready(url)`` runs once the server accepts
-    connections."""
+    connections. ``token``: the API's bearer token; off loopback a token is required unless
+    ``insecure`` (``ValueError`` before binding)."""
     import uvicorn
 
     from fcnseg.serve.app import create_app
+    from fcnseg.serve.auth import is_loopback, require_token_off_loopback
 
+    require_token_off_loopback(host, token, insecure)
     sock = bind(host, port)
     try:
-        app = create_app(predictor, limits=limits, options=options)
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            log.warning(
-                "serving on %s: reachable from other machines; there is no authentication", host
-            )
+        app = create_app(predictor, limits=limits, options=options, token=token)
+        if token is None and not is_loopback(host):
+            log.warning("serving on %s without a token (--insecure): anyone who can reach the "
+                        "port can use it", host)  # fmt: skip
         address = url(sock, host)
 
         class Server(uvicorn.Server):
