@@ -436,9 +436,17 @@ def load_state(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"training state {path} does not exist (nothing to resume)")
     try:
-        with torch.serialization.safe_globals(_STATE_TYPES):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        if hasattr(torch.serialization, "safe_globals"):  # torch ≥ 2.5: scoped to this load
+            with torch.serialization.safe_globals(_STATE_TYPES):
+                return torch.load(path, map_location="cpu", weights_only=True)
+        torch.serialization.add_safe_globals(_STATE_TYPES)  # torch 2.4: process-wide
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():  # a damaged pickle, not a refused one
+            raise CheckpointError(
+                f"{path} is not a readable training state, truncated or corrupt ({err}); "
+                "restore it or start a new run"
+            ) from err
         raise CheckpointError(
             f"{path} asks to build objects a training state never holds, so it was not "
             f"loaded (only tensors, numbers, strings and numpy's RNG state are): "

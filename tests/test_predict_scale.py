@@ -120,6 +120,18 @@ def test_unreadable_image_is_recorded_and_the_rest_finish(
     assert "is not an image" in records["broken.png"]["error"]
     assert len([r for r in records.values() if "outputs" in r]) == 4
     assert "1 file(s) could not be used" in capsys.readouterr().err
+    (folder / "broken.png").unlink()  # gone: its old error record no longer fails the run
+    assert main(["predict", str(model), str(folder), "-o", str(out), *COMMON]) == 0
+
+
+def test_manifest_line_cut_by_a_crash_does_not_swallow_the_next(tmp_path: Path) -> None:
+    from fcnseg.inference.outputs import OutputWriter, PredictOutputs, read_manifests
+
+    (tmp_path / "manifest-rank0.jsonl").write_text('{"input": "a.png", "outp')
+    writer = OutputWriter(tmp_path, 0, PredictOutputs())
+    writer.log({"input": "b.png", "error": "x"})
+    writer.close()
+    assert [r["input"] for r in read_manifests(tmp_path)] == ["b.png"]
 
 
 def _free_port() -> int:

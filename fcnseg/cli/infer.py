@@ -121,17 +121,19 @@ def _predict(args: argparse.Namespace) -> int:
     cleanup()
     if not dist_info.is_main:
         return 1 if failures else 0
+    from fcnseg.inference import expand_inputs
     from fcnseg.inference.outputs import summary
 
-    done, failed = summary(Path(args.out))
-    print(
-        f"wrote {len(written)} label maps (+ overlays) to {args.out}"
-        + (f" ({done} images predicted there in all)" if done != len(written) else "")
-    )
-    for path, message in failed if dist_info.enabled else []:
-        print(f"failed {path}: {message}", file=sys.stderr)
-    if failures or failed:
-        count = len(failed) if dist_info.enabled else len(failures)
+    done, failed = summary(Path(args.out), {str(p) for p in expand_inputs(args.inputs)})
+    what = "label maps (+ overlays)" if args.overlays else "label maps"
+    ranks = f" (rank 0 of {dist_info.world_size})" if dist_info.enabled else ""
+    extra = f" ({done} of these inputs predicted there in all)" if done != len(written) else ""
+    print(f"wrote {len(written)} {what} to {args.out}{ranks}{extra}")
+    if dist_info.enabled:  # every rank's failures (each rank printed its own above)
+        for path, message in failed:
+            print(f"failed {path}: {message}", file=sys.stderr)
+    count = len(failed) if dist_info.enabled else len(failures)
+    if count:
         print(f"fcnseg predict: {count} file(s) could not be used (above; and in "
               f"{args.out}/manifest-rank*.jsonl)", file=sys.stderr)  # fmt: skip
         return 1

@@ -3,6 +3,7 @@ and probabilities on disk."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -192,8 +193,8 @@ def predict_paths(
     check_unique_names(paths)
     mask_files = _mask_index(masks)
     panels = panels or masks is not None
-    writer = OutputWriter(out, rank, PredictOutputs(save_probabilities, panels, overlays))
     mine = shard(paths, rank, world_size)
+    writer = OutputWriter(out, rank, PredictOutputs(save_probabilities, panels, overlays))
     batch = 1 if options.tile else max(1, batch_size)
     # Batches are fixed chunks of this rank's list: a chunk with any output missing is run
     # again whole, so a resumed run batches (and computes) exactly as an uninterrupted one.
@@ -206,9 +207,9 @@ def predict_paths(
                  len(mine) - todo, len(mine), out)  # fmt: skip
     written: list[Path] = []
     desc = "predict" if world_size == 1 else f"predict (rank {rank}/{world_size})"
-    bar = tqdm(total=todo, desc=desc, disable=not progress or rank != 0)
     unread: list[tuple[Path, str]] = []
     try:
+        bar = tqdm(total=todo, desc=desc, disable=not progress or rank != 0)
         for group in _read_groups(chunks, unread, workers):
             start = time.perf_counter()
             images = [image for _, image in group]
@@ -230,9 +231,12 @@ def predict_paths(
             writer.log({"input": str(path), "error": message})
         failures += unread
         bar.update(len(unread))
-    finally:
         bar.close()
-        writer.close()
+    except BaseException:
+        with contextlib.suppress(Exception):  # the first error (or Ctrl-C) is the one to report
+            writer.close()
+        raise
+    writer.close()
     failures += [(Path(r["mask"]), r["panel_error"]) for r in writer.records if "panel_error" in r]
     return written
 

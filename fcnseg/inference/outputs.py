@@ -67,8 +67,16 @@ class OutputWriter:
         self.out.mkdir(parents=True, exist_ok=True)
         self.partial = self.out / PARTIAL / f"rank{self.rank}"
         shutil.rmtree(self.partial, ignore_errors=True)  # a killed run's temporaries
-        self.partial.mkdir(parents=True)
-        self.manifest = (self.out / MANIFEST.format(rank=self.rank)).open("a")
+        for _ in range(5):  # another rank may remove the shared parent as it finishes
+            try:
+                self.partial.mkdir(parents=True, exist_ok=True)
+                break
+            except FileNotFoundError:
+                continue
+        manifest = self.out / MANIFEST.format(rank=self.rank)
+        self.manifest = manifest.open("a")
+        if manifest.stat().st_size and not manifest.read_bytes().endswith(b"\n"):
+            self.manifest.write("\n")  # a line cut by a crash ends here, not in the next one
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="fcnseg-writer")
         self._slots = threading.Semaphore(self.pending)
 
@@ -81,6 +89,10 @@ class OutputWriter:
     ) -> None:
         """Queue ``write(tmp)`` (``tmp``: output name → temporary path; it returns extra
         manifest fields), then rename the files into place and append ``record``."""
+        for future in self._futures:  # a failed write (disk full, …) stops the run now
+            if future.done() and future.exception() is not None:
+                raise future.exception()  # type: ignore[misc]
+        self._futures = [f for f in self._futures if not f.done()]
         self._slots.acquire()
         self._futures.append(self._pool.submit(self._write, path, write, record))
 
@@ -130,14 +142,17 @@ def read_manifests(out: Path) -> Iterator[dict[str, Any]]:
                 continue
 
 
-def summary(out: Path) -> tuple[int, list[tuple[str, str]]]:
-    """Over every rank's manifest in ``out``: how many images have their outputs, and the
-    inputs whose last record is an error (with its message)."""
+def summary(out: Path, inputs: set[str]) -> tuple[int, list[tuple[str, str]]]:
+    """Over every rank's manifest in ``out``, for the images ``inputs`` (paths as given): how
+    many have their outputs, and those whose last record is an error, or a panel that could
+    not be drawn (with its message)."""
     last: dict[str, dict[str, Any]] = {}
     for record in read_manifests(out):
-        last[record["input"]] = record
-    failed = [(k, r["error"]) for k, r in last.items() if "error" in r]
-    return len(last) - len(failed), failed
+        if record.get("input") in inputs:
+            last[record["input"]] = record
+    failed = [(k, r.get("error") or r["panel_error"]) for k, r in last.items()
+              if "error" in r or "panel_error" in r]  # fmt: skip
+    return sum("error" not in r for r in last.values()), failed
 
 
 def histogram(labels: np.ndarray, classes: list[str]) -> dict[str, int]:
