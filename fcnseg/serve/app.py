@@ -20,6 +20,8 @@ than ``max_concurrent`` inferences running and ``max_queue`` waiting → 503 wit
 ``Retry-After``. Any other failure is a 500 with a message; the server keeps running. With a
 token (:mod:`fcnseg.serve.auth`), ``/classes`` and ``/predict`` answer 401 without
 ``Authorization: Bearer <token>``; ``/health`` says whether a token is required.
+``GET /metrics`` (Prometheus) and ``GET /ready`` (false once shutting down, when ``/predict``
+answers 503): :mod:`fcnseg.serve.ops`.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from fcnseg import __version__
 from fcnseg.data.base import DataError
 from fcnseg.data.io import read_image
 from fcnseg.inference import InferenceOptions, Predictor
+from fcnseg.serve.ops import add_operations
 from fcnseg.viz import background_classes, label_image
 
 __all__ = ["ServeLimits", "create_app"]
@@ -273,6 +276,9 @@ def _add_routes(app: FastAPI, service: _Service, page: str, token: str | None = 
         request: Request,
         format: str = Query("png", pattern="^(png|json)$", description="png or json"),
     ) -> Response:
+        if not getattr(app.state, "ready", True):
+            raise HTTPException(503, "shutting down: send it to another instance",
+                                headers={"Retry-After": "1"})  # fmt: skip
         labels, seconds = await service.predict(request)
         return _prediction_response(labels, seconds, service.classes, service.palette, format)
 
@@ -299,5 +305,7 @@ def create_app(
     app = FastAPI(title=title, version=__version__, docs_url="/docs", redoc_url=None)
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     _add_routes(app, service, page, token)
+    admission = service.admission
+    add_operations(app, lambda: admission.running, lambda: admission.admitted - admission.running)
     app.add_exception_handler(Exception, _unexpected)
     return app

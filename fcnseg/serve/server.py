@@ -88,6 +88,10 @@ def run_server(
         address = url(sock, host)
 
         class Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame: object) -> None:
+                app.state.ready = False  # /ready 503, new predictions 503; in-flight ones finish
+                super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
             async def startup(self, sockets: list[socket.socket] | None = None) -> None:
                 await super().startup(sockets=sockets)
                 if self.started and on_ready is not None:
