@@ -93,7 +93,8 @@ def _request(rng: random.Random, max_upload: int) -> tuple[str, dict[str, Any]]:
 
 
 def run_load(url: str, workers: int, requests: int, max_upload: int, seed: int = 0,
-             pid: int | None = None) -> dict[str, Any]:  # fmt: skip
+             pid: int | None = None,
+             headers: dict[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
     """Drive the server at ``url``; returns status counts, latencies and memory samples."""
     results: list[tuple[str, int, float, bool]] = []
     lock = threading.Lock()
@@ -111,7 +112,7 @@ def run_load(url: str, workers: int, requests: int, max_upload: int, seed: int =
 
     def worker(k: int) -> None:
         rng = random.Random(seed * 1000 + k)
-        with httpx.Client(timeout=120) as client:
+        with httpx.Client(timeout=120, headers=headers or {}) as client:
             for _ in range(requests):
                 kind, kwargs = _request(rng, max_upload)
                 t0 = time.perf_counter()
@@ -151,6 +152,52 @@ def run_load(url: str, workers: int, requests: int, max_upload: int, seed: int =
     }
 
 
+TOKEN = "load-test-token-5e1f"
+
+
+def serve_and_load(args: argparse.Namespace, tmp: Path, ckpt: Path, token: str | None) -> dict:
+    """Start ``fcnseg serve`` (with ``FCNSEG_TOKEN`` set when ``token``), run the load and a
+    sequential ``GET /classes`` timing (the bare cost of a request and of its token check)."""
+    import os
+
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/"
+    limits = ["--max-concurrent", str(args.max_concurrent), "--max-queue",
+              str(args.max_queue), "--max-upload-mb", str(args.max_upload_mb)]  # fmt: skip
+    cmd = [sys.executable, "-m", "fcnseg", "serve", str(ckpt), "--port", str(port),
+           "--device", "cpu", *limits]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "FCNSEG_TOKEN"}
+    env |= {"FCNSEG_TOKEN": token} if token else {}
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    log = (tmp / f"serve-{port}.log").open("w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        for _ in range(600):
+            try:
+                if httpx.get(url + "health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        idle_rss = _rss_mb(proc.pid)[0]
+        with httpx.Client(headers=headers) as client:
+            assert client.get(url + "classes").status_code == 200
+            times = []
+            for _ in range(300):
+                t0 = time.perf_counter()
+                client.get(url + "classes")
+                times.append(time.perf_counter() - t0)
+        result = run_load(url, args.workers, args.requests, int(args.max_upload_mb * 2**20),
+                          pid=proc.pid, headers=headers)  # fmt: skip
+        result["classes_ms_p50"] = 1e3 * statistics.median(times)
+        result["server_idle_rss_mb"] = idle_rss
+        result["server_peak_rss_mb"] = _rss_mb(proc.pid)[1]
+        result["server_alive"] = proc.poll() is None
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=8)
@@ -163,30 +210,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = make_checkpoint(Path(tmp) / "m.safetensors")
-        port = _free_port()
-        url = f"http://127.0.0.1:{port}/"
-        limits = ["--max-concurrent", str(args.max_concurrent), "--max-queue",
-                  str(args.max_queue), "--max-upload-mb", str(args.max_upload_mb)]  # fmt: skip
-        cmd = [sys.executable, "-m", "fcnseg", "serve", str(ckpt), "--port", str(port),
-               "--device", "cpu", *limits]  # fmt: skip
-        log = (Path(tmp) / "serve.log").open("w")
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            for _ in range(600):
-                try:
-                    if httpx.get(url + "health", timeout=1).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    time.sleep(0.2)
-            idle_rss = _rss_mb(proc.pid)[0]
-            result = run_load(url, args.workers, args.requests,
-                              int(args.max_upload_mb * 2**20), pid=proc.pid)  # fmt: skip
-            result["server_idle_rss_mb"] = idle_rss
-            result["server_peak_rss_mb"] = _rss_mb(proc.pid)[1]
-            result["server_alive"] = proc.poll() is None
-        finally:
-            proc.terminate()
-            proc.wait(10)
+        result = serve_and_load(args, Path(tmp), ckpt, token=None)
+        result["with_token"] = serve_and_load(args, Path(tmp), ckpt, token=TOKEN)
     result.update(
         command=" ".join([".venv/bin/python", *sys.argv]),
         settings=vars(args) | {"out": str(args.out)},
@@ -217,6 +242,28 @@ def main() -> None:
         "",
         "By kind of request: "
         + "; ".join(f"{k}: {dict(sorted(v.items()))}" for k, v in result["by_kind"].items()),
+        "",
+        "## With authentication (`FCNSEG_TOKEN` set, every request carrying the bearer token)",
+        "",
+        "The same load against a second server started with a token, in the same run; and the "
+        "bare cost of a request, `GET /classes` 300 times in a row (median).",
+        "",
+        "| | no token | with token | ratio |",
+        "|---|---:|---:|---:|",
+    ]
+    auth = result["with_token"]
+    pairs = [
+        ("`GET /classes`, median ms", result["classes_ms_p50"], auth["classes_ms_p50"]),
+        ("200s under load: p50 s", lat["p50"], auth["latency_200_s"]["p50"]),
+        ("200s under load: p95 s", lat["p95"], auth["latency_200_s"]["p95"]),
+        ("load wall time, s", result["wall_s"], auth["wall_s"]),
+    ]
+    md += [f"| {name} | {a:.3f} | {b:.3f} | {b / a:.2f} |" for name, a, b in pairs]
+    md += [
+        f"| status codes | {', '.join(f'{k}: {v}' for k, v in sorted(result['status'].items()))}"
+        f" | {', '.join(f'{k}: {v}' for k, v in sorted(auth['status'].items()))} | |",
+        f"| unclean answers; alive afterwards | {result['unclean']}; {alive} | "
+        f"{auth['unclean']}; {auth['server_alive'] and auth['healthy_after']} | |",
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     import json
