@@ -268,5 +268,4 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     if missing:
         raise ValueError(f"{path} has no fcnseg metadata ({missing}); export it with fcnseg")
     keys = [*META_KEYS, *(k for k in (*OPTIONAL_KEYS, *QUANTIZED_KEYS) if k in props)]
-    meta = parse_metadata(path, props, keys, prefix="fcnseg.")  # JSON, never evaluated
-    return meta
+    return parse_metadata(path, props, keys, prefix="fcnseg.")  # JSON, never evaluated

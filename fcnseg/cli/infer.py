@@ -78,7 +78,7 @@ def _looks_like_checkpoint(path: str) -> bool:
 def _predict(args: argparse.Namespace) -> int:
     from fcnseg.checkpoint import CheckpointError
     from fcnseg.data.base import DataError
-    from fcnseg.engine.distributed import barrier, cleanup, setup
+    from fcnseg.engine.distributed import all_gather, cleanup, setup
     from fcnseg.inference import predict_paths
 
     # With --weights every positional argument is an input: argparse gave the first to
@@ -117,22 +117,18 @@ def _predict(args: argparse.Namespace) -> int:
         raise SystemExit(f"fcnseg predict: {err}") from err
     for path, message in failures:
         print(f"skipped {path}: {message}", file=sys.stderr)
-    barrier()  # every rank's manifest is complete
+    # Every rank's count and failures, this run's (each rank printed its own above).
+    shares = all_gather((len(written), [(str(f), m) for f, m in failures]))
     cleanup()
     if not dist_info.is_main:
         return 1 if failures else 0
-    from fcnseg.inference import expand_inputs
-    from fcnseg.inference.outputs import summary
-
-    done, failed = summary(Path(args.out), {str(p) for p in expand_inputs(args.inputs)})
     what = "label maps (+ overlays)" if args.overlays else "label maps"
-    ranks = f" (rank 0 of {dist_info.world_size})" if dist_info.enabled else ""
-    extra = f" ({done} of these inputs predicted there in all)" if done != len(written) else ""
-    print(f"wrote {len(written)} {what} to {args.out}{ranks}{extra}")
-    if dist_info.enabled:  # every rank's failures (each rank printed its own above)
-        for path, message in failed:
-            print(f"failed {path}: {message}", file=sys.stderr)
-    count = len(failed) if dist_info.enabled else len(failures)
+    ranks = f" by {dist_info.world_size} processes" if dist_info.enabled else ""
+    print(f"wrote {sum(n for n, _ in shares)} {what} to {args.out}{ranks}")
+    failed = [f for i, (_, fs) in enumerate(shares) if i != dist_info.rank for f in fs]
+    for path, message in failed:
+        print(f"failed {path}: {message}", file=sys.stderr)
+    count = sum(len(fs) for _, fs in shares)
     if count:
         print(f"fcnseg predict: {count} file(s) could not be used (above; and in "
               f"{args.out}/manifest-rank*.jsonl)", file=sys.stderr)  # fmt: skip

@@ -10,7 +10,7 @@ import torch.distributed as dist
 
 from fcnseg.device import resolve_device
 
-__all__ = ["DistInfo", "barrier", "cleanup", "setup"]
+__all__ = ["DistInfo", "all_gather", "barrier", "cleanup", "setup"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,15 @@ def setup(device: str = "auto", *, what: str = "device") -> tuple[DistInfo, torc
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+def all_gather(obj: object) -> list[object]:
+    """Every rank's ``obj`` (picklable), in rank order; ``[obj]`` in a single process."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return [obj]
+    gathered: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def cleanup() -> None:

@@ -237,7 +237,7 @@ def predict_paths(
             writer.close()
         raise
     writer.close()
-    failures += [(Path(r["mask"]), r["panel_error"]) for r in writer.records if "panel_error" in r]
+    failures += [(Path(r["mask"]), r["panel_error"]) for r in writer.failed if "panel_error" in r]
     return written
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["MANIFEST", "OutputWriter", "PredictOutputs", "read_manifests", "summary"]
+__all__ = ["MANIFEST", "OutputWriter", "PredictOutputs", "read_manifests"]
 
 #: Manifest file name of rank R: ``manifest-rank{R}.jsonl`` in the output folder.
 MANIFEST = "manifest-rank{rank}.jsonl"
@@ -59,8 +59,8 @@ class OutputWriter:
     _pool: ThreadPoolExecutor = field(init=False, repr=False)
     _slots: threading.Semaphore = field(init=False, repr=False)
     _futures: list[Future] = field(default_factory=list, init=False, repr=False)
-    #: The manifest records this writer appended (this run's).
-    records: list[dict[str, Any]] = field(default_factory=list, init=False)
+    #: This run's manifest records that carry an error (kept: the others are on disk only).
+    failed: list[dict[str, Any]] = field(default_factory=list, init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -74,8 +74,13 @@ class OutputWriter:
             except FileNotFoundError:
                 continue
         manifest = self.out / MANIFEST.format(rank=self.rank)
+        cut = False
+        if manifest.is_file() and manifest.stat().st_size:
+            with manifest.open("rb") as f:
+                f.seek(-1, os.SEEK_END)
+                cut = f.read(1) != b"\n"
         self.manifest = manifest.open("a")
-        if manifest.stat().st_size and not manifest.read_bytes().endswith(b"\n"):
+        if cut:
             self.manifest.write("\n")  # a line cut by a crash ends here, not in the next one
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="fcnseg-writer")
         self._slots = threading.Semaphore(self.pending)
@@ -116,7 +121,8 @@ class OutputWriter:
         with self._lock:
             self.manifest.write(json.dumps(record) + "\n")
             self.manifest.flush()
-            self.records.append(record)
+            if any(key.endswith("error") for key in record):
+                self.failed.append(record)
 
     def close(self) -> None:
         """Wait for the queue, re-raise a writer's error, remove the temporaries."""
@@ -140,19 +146,6 @@ def read_manifests(out: Path) -> Iterator[dict[str, Any]]:
                 yield json.loads(line)
             except json.JSONDecodeError:
                 continue
-
-
-def summary(out: Path, inputs: set[str]) -> tuple[int, list[tuple[str, str]]]:
-    """Over every rank's manifest in ``out``, for the images ``inputs`` (paths as given): how
-    many have their outputs, and those whose last record is an error, or a panel that could
-    not be drawn (with its message)."""
-    last: dict[str, dict[str, Any]] = {}
-    for record in read_manifests(out):
-        if record.get("input") in inputs:
-            last[record["input"]] = record
-    failed = [(k, r.get("error") or r["panel_error"]) for k, r in last.items()
-              if "error" in r or "panel_error" in r]  # fmt: skip
-    return sum("error" not in r for r in last.values()), failed
 
 
 def histogram(labels: np.ndarray, classes: list[str]) -> dict[str, int]:

@@ -38,7 +38,7 @@ from typing import Any
 import anyio
 import numpy as np
 import torch
-from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
@@ -46,6 +46,7 @@ from fcnseg import __version__
 from fcnseg.data.base import DataError
 from fcnseg.data.io import read_image
 from fcnseg.inference import InferenceOptions, Predictor
+from fcnseg.serve.auth import bearer_check
 from fcnseg.serve.ops import add_operations
 from fcnseg.viz import background_classes, label_image
 
@@ -253,10 +254,6 @@ def _prediction_response(
 def _add_routes(app: FastAPI, service: _Service, page: str, token: str | None = None) -> None:
     """The endpoints of the module docstring, answered by ``service``; with a ``token`` the API
     (``/classes``, ``/predict``) needs it (:mod:`fcnseg.serve.auth`)."""
-    from fastapi import Depends
-
-    from fcnseg.serve.auth import bearer_check
-
     api = [Depends(bearer_check(token))] if token is not None else []
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

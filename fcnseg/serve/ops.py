@@ -5,6 +5,7 @@ service stops taking new work (shutting down), so a load balancer sends traffic 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -44,8 +45,6 @@ def add_operations(app: FastAPI, running: Callable[[], int], waiting: Callable[[
 
     @app.middleware("http")
     async def count(request: Request, call_next: Callable[[Request], Awaitable[Any]]) -> Any:
-        import time
-
         start = time.perf_counter()
         response = await call_next(request)
         path = request.url.path
