@@ -186,6 +186,8 @@ def predict_paths(
     from fcnseg.inference.outputs import OutputWriter, PredictOutputs
     from fcnseg.inference.shard import check_unique_names, shard
 
+    if workers < 0:
+        raise ValueError(f"--workers must be 0 (decode in turn) or more, got {workers}")
     options = options or InferenceOptions()
     out = Path(out_dir)
     failures = failures if failures is not None else []
