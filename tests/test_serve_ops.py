@@ -1,19 +1,23 @@
 """Operations: ``/metrics`` in the Prometheus text format counts every request by endpoint and
-status with a latency histogram and the running/queued gauges; ``/ready`` turns 503 once the
-service stops taking work (new predictions then get 503), while ``/health`` stays 200."""
+status with a latency histogram and the running/queued gauges; ``/ready`` is 503 while the
+model loads and once the service stops taking work (new predictions then get 503), while
+``/health`` stays 200; ``--timeout`` answers 504 (SIGTERM draining: test_serve_drain.py)."""
 
 from __future__ import annotations
 
 import io
+import threading
+import time
 
 import numpy as np
+import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-from serve_models import Pointwise
+from serve_models import Gate, Pointwise
 
 from fcnseg.inference import Predictor
-from fcnseg.serve import create_app
+from fcnseg.serve import ServeLimits, create_app, run_server
 
 PALETTE = [[0, 0, 0], [220, 20, 60], [30, 144, 255]]
 
@@ -64,10 +68,93 @@ def test_metrics_count_requests_by_endpoint_and_status() -> None:
 def test_ready_turns_false_when_shutting_down() -> None:
     client, app = _app()
     assert client.get("/ready").json() == {"ready": True}
-    app.state.ready = False  # what the server does on SIGTERM/SIGINT
+    app.state.serving.draining = True  # what the server does on SIGTERM/SIGINT
     res = client.get("/ready")
     assert res.status_code == 503 and res.json()["ready"] is False
     files = {"image": ("x.png", _png(), "image/png")}
     res = client.post("/predict", files=files, headers={"Authorization": "Bearer t0k"})
     assert res.status_code == 503 and res.headers["retry-after"] == "1"
     assert client.get("/health").status_code == 200  # alive, just not taking work
+
+
+def test_timeout_answers_504_and_keeps_the_slot_until_the_inference_ends() -> None:
+    """``--timeout``: a stuck inference answers 504 and the server keeps serving; the stuck
+    thread keeps its slot (never more than ``max_concurrent`` inferences at once), so the next
+    request runs only once it has ended."""
+    gate = Gate()
+    limits = ServeLimits(max_concurrent=1, max_queue=2, timeout=0.3)
+    app = create_app(Predictor(gate, ["a", "b"], PALETTE[:2]), limits=limits)
+    files = {"image": ("x.png", _png(), "image/png")}
+    with TestClient(app) as client:
+        start = time.monotonic()
+        res = client.post("/predict", files=files)
+        assert res.status_code == 504, res.text
+        assert "--timeout" in res.json()["detail"] and time.monotonic() - start < 10
+        assert gate.entered.is_set() and not gate.release.is_set()  # still running
+        health = client.get("/health").json()
+        assert (health["running"], health["admitted"], health["timed_out"]) == (1, 1, 1)
+        assert _samples(client)[("fcnseg_inferences_running", ())] == 1
+        release = threading.Timer(0.5, gate.release.set)
+        release.start()
+        start = time.monotonic()
+        res = client.post("/predict", files=files)  # waits for the slot, then runs at once
+        waited = time.monotonic() - start
+        release.join()
+        assert res.status_code == 200 and waited >= 0.4, (res.status_code, waited)
+        health = client.get("/health").json()
+        assert (health["running"], health["admitted"], health["served"]) == (0, 0, 1)
+        got = _samples(client)
+        assert got[("fcnseg_requests_total", (("endpoint", "/predict"), ("status", "504")))] == 1
+
+
+def _wait_ready(client: TestClient, want: int) -> dict:
+    for _ in range(200):  # bounded: 10 s
+        res = client.get("/ready")
+        if res.status_code == want:
+            return res.json()
+        time.sleep(0.05)
+    raise AssertionError(f"/ready never answered {want}: {res.json()}")
+
+
+def test_ready_only_once_the_model_has_loaded() -> None:
+    """Given a loader, the app answers ``/health`` at once, ``/ready`` 503 and predictions 503
+    (saying the model is loading) until the model is there, then serves."""
+    go = threading.Event()
+
+    def load() -> Predictor:
+        assert go.wait(30)
+        return Predictor(Pointwise(), ["a", "b", "c"], PALETTE)
+
+    auth = {"Authorization": "Bearer t0k"}
+    files = {"image": ("x.png", _png(), "image/png")}
+    with TestClient(create_app(load, token="t0k")) as client:
+        res = client.get("/ready")
+        assert res.status_code == 503 and res.json()["reason"] == "loading the model"
+        assert client.get("/health").json()["status"] == "loading"
+        res = client.post("/predict", files=files, headers=auth)
+        assert res.status_code == 503 and "loading the model" in res.json()["detail"]
+        assert client.get("/classes", headers=auth).status_code == 503
+        go.set()
+        assert _wait_ready(client, 200) == {"ready": True}
+        assert client.post("/predict", files=files, headers=auth).status_code == 200
+        assert client.get("/health").json()["status"] == "ok"
+
+
+def test_a_model_that_fails_to_load_is_reported_and_stops_the_server() -> None:
+    def load() -> Predictor:
+        raise ValueError("no checkpoint at runs/x (check the path)")
+
+    with TestClient(create_app(load)) as client:
+        reason = _wait_ready(client, 503)["reason"]
+        for _ in range(200):
+            if "failed to load" in reason:
+                break
+            time.sleep(0.05)
+            reason = client.get("/ready").json()["reason"]
+        assert reason == "the model failed to load: no checkpoint at runs/x (check the path)"
+        assert client.get("/health").json()["status"] == "failed"
+    # The server stops and raises the loader's error (the CLI prints it as one line).
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="no checkpoint at runs/x"):
+        run_server(load, port=0, log_level="warning")
+    assert time.monotonic() - start < 10

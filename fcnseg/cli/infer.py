@@ -170,29 +170,42 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from fcnseg.checkpoint import resolve_checkpoint
+    from fcnseg.inference.precision import autocast_for
     from fcnseg.serve import ServeLimits, run_server
     from fcnseg.serve.auth import read_token, require_token_off_loopback
 
     one_model_source(args)
     options = inference_options(args)
-    try:  # before loading a model: a refusal costs nothing
+    try:  # before binding and loading: a refusal costs nothing
         token = read_token(args.token_file)
         require_token_off_loopback(args.host, token, args.insecure)
+        if args.checkpoint is not None:  # what can be checked without loading the model
+            autocast_for(args.checkpoint, args.precision)
+            if not str(args.checkpoint).endswith(".onnx"):
+                resolve_checkpoint(args.checkpoint)
+            elif not Path(args.checkpoint).is_file():
+                raise ValueError(f"model {args.checkpoint} does not exist")
     except ValueError as err:
         raise SystemExit(f"fcnseg serve: {err}") from err
-    predictor = load_predictor(args)
+    for flag, value in (("--timeout", args.timeout), ("--drain-timeout", args.drain_timeout)):
+        if value is not None and value <= 0:
+            raise SystemExit(f"fcnseg serve: {flag} must be a number of seconds above 0")
     limits = ServeLimits(
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
         max_pixels=args.max_pixels,
         max_concurrent=args.max_concurrent,
         max_queue=args.max_queue,
+        timeout=args.timeout,
     )
 
     def ready(url: str) -> None:
         print(f"fcnseg serve: {url}  (API docs at /docs; Ctrl-C stops)", flush=True)
 
-    run_server(predictor, host=args.host, port=args.port, limits=limits, options=options,
-               on_ready=ready, token=token, insecure=args.insecure)  # fmt: skip
+    # The model loads once the port listens: /health answers and /ready is 503 meanwhile.
+    run_server(lambda: load_predictor(args), host=args.host, port=args.port, limits=limits,
+               options=options, on_ready=ready, token=token, insecure=args.insecure,
+               drain_timeout=args.drain_timeout)  # fmt: skip
     return 0
 
 
@@ -319,6 +332,20 @@ def add_serve_parser(sub: _Subparsers) -> None:
     p.add_argument("--max-pixels", type=int, default=40_000_000, help="413 beyond (default 40M)")
     p.add_argument("--max-concurrent", type=int, default=1, help="inferences at once (1)")
     p.add_argument("--max-queue", type=int, default=8, help="requests waiting; 503 beyond (8)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="504 for an inference running longer (default: none); its slot stays taken until "
+        "it ends",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM/Ctrl-C, wait at most this long for admitted requests (default 30)",
+    )
     add_inference_args(p)
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.set_defaults(func=_serve)

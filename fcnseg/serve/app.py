@@ -17,11 +17,12 @@ Limits (:class:`ServeLimits`): a body over ``max_upload_bytes`` → 413 (checked
 ``Content-Length`` before reading, and while reading); a body that is not an image upload →
 415; an undecodable image → 400 naming what is wrong; more than ``max_pixels`` → 413; more
 than ``max_concurrent`` inferences running and ``max_queue`` waiting → 503 with
-``Retry-After``. Any other failure is a 500 with a message; the server keeps running. With a
-token (:mod:`fcnseg.serve.auth`), ``/classes`` and ``/predict`` answer 401 without
+``Retry-After``; an inference past ``timeout`` → 504 (:mod:`fcnseg.serve.admission`). Any
+other failure is a 500 with a message; the server keeps running. With a token
+(:mod:`fcnseg.serve.auth`), ``/classes`` and ``/predict`` answer 401 without
 ``Authorization: Bearer <token>``; ``/health`` says whether a token is required.
-``GET /metrics`` (Prometheus) and ``GET /ready`` (false once shutting down, when ``/predict``
-answers 503): :mod:`fcnseg.serve.ops`.
+``GET /metrics`` (Prometheus) and ``GET /ready`` (503 while the model loads and once draining,
+when ``/predict`` answers 503 too): :mod:`fcnseg.serve.ops`.
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ import json
 import logging
 import threading
 import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import anyio
 import numpy as np
 import torch
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
@@ -46,6 +48,7 @@ from fcnseg import __version__
 from fcnseg.data.base import DataError
 from fcnseg.data.io import read_image
 from fcnseg.inference import InferenceOptions, Predictor
+from fcnseg.serve.admission import Admission
 from fcnseg.serve.auth import bearer_check
 from fcnseg.serve.ops import add_operations
 from fcnseg.viz import background_classes, label_image
@@ -66,29 +69,7 @@ class ServeLimits:
     max_pixels: int = 40_000_000
     max_concurrent: int = 1
     max_queue: int = 8
-
-
-class _Admission:
-    """Counts requests admitted to inference (running + waiting); refuses beyond the bound."""
-
-    def __init__(self, limits: ServeLimits) -> None:
-        self.limits = limits
-        self.admitted = 0
-        self.running = 0
-        self.served = 0
-        self.lock = threading.Lock()
-        self.slots = anyio.Semaphore(limits.max_concurrent)
-
-    def try_enter(self) -> bool:
-        with self.lock:
-            if self.admitted >= self.limits.max_concurrent + self.limits.max_queue:
-                return False
-            self.admitted += 1
-            return True
-
-    def leave(self) -> None:
-        with self.lock:
-            self.admitted -= 1
+    timeout: float | None = None  #: seconds an inference may run before the client gets 504
 
 
 def _is_image_type(content_type: str) -> bool:
@@ -151,12 +132,16 @@ class _Service:
     """One served predictor: its classes and colours, how it predicts, and its admission."""
 
     def __init__(
-        self, predictor: Predictor, limits: ServeLimits, options: InferenceOptions
+        self,
+        predictor: Predictor,
+        limits: ServeLimits,
+        options: InferenceOptions,
+        admission: Admission,
     ) -> None:
         self.predictor = predictor
         self.limits = limits
         self.options = options
-        self.admission = _Admission(limits)
+        self.admission = admission
         self.palette = palette = [list(map(int, c)) for c in predictor.palette]
         self.classes = [
             {"index": i, "name": name, "color": palette[i] if i < len(palette) else [0, 0, 0]}
@@ -173,8 +158,10 @@ class _Service:
             "running": self.admission.running,
             "admitted": self.admission.admitted,
             "served": self.admission.served,
+            "timed_out": self.admission.timed_out,
             "max_concurrent": self.limits.max_concurrent,
             "max_queue": self.limits.max_queue,
+            "timeout": self.limits.timeout,
             "inference": self.options.as_dict(),
         }
 
@@ -192,7 +179,7 @@ class _Service:
 
     async def predict(self, request: Request) -> tuple[np.ndarray, float]:
         """Admit the request (503 when full), read its upload and predict it in a worker
-        thread once a slot is free."""
+        thread once a slot is free (504 past the timeout: :mod:`fcnseg.serve.admission`)."""
         admission, limits = self.admission, self.limits
         if not admission.try_enter():
             raise HTTPException(
@@ -202,16 +189,45 @@ class _Service:
             )
         try:
             data, name = await _upload(request, limits.max_upload_bytes)
-            async with admission.slots:
-                admission.running += 1
-                try:
-                    labels, seconds = await anyio.to_thread.run_sync(self.infer, data, name)
-                finally:
-                    admission.running -= 1
-            admission.served += 1
-        finally:
+        except BaseException:
             admission.leave()
-        return labels, seconds
+            raise
+        return await admission.run(self.infer, data, name)
+
+
+class _State:
+    """What the app serves and whether it takes work: the service once the model has loaded
+    (``None`` while it loads), the loading error if it failed, whether it is draining, and the
+    admission of its requests."""
+
+    def __init__(self, admission: Admission) -> None:
+        self.admission = admission
+        self.service: _Service | None = None
+        self.failed: BaseException | None = None  # what loading the model raised
+        self.draining = False
+
+    @property
+    def load_error(self) -> str | None:
+        """The loading error as one line (``None``: none)."""
+        return None if self.failed is None else str(self.failed) or type(self.failed).__name__
+
+    def not_ready(self) -> str | None:
+        """Why no new prediction is taken (``None``: ready)."""
+        if self.draining:
+            return "shutting down"
+        if self.load_error is not None:
+            return f"the model failed to load: {self.load_error}"
+        if self.service is None:
+            return "loading the model"
+        return None
+
+    def require(self) -> _Service:
+        """The service, or 503 saying why there is none to take the request."""
+        reason = self.not_ready()
+        if reason is not None or self.service is None:
+            hint = "send it to another instance" if self.draining else "retry"
+            raise HTTPException(503, f"{reason}; {hint}", headers={"Retry-After": "1"})
+        return self.service
 
 
 def _prediction_response(
@@ -251,9 +267,9 @@ def _prediction_response(
     return Response(buf.getvalue(), media_type="image/png", headers=headers)
 
 
-def _add_routes(app: FastAPI, service: _Service, page: str, token: str | None = None) -> None:
-    """The endpoints of the module docstring, answered by ``service``; with a ``token`` the API
-    (``/classes``, ``/predict``) needs it (:mod:`fcnseg.serve.auth`)."""
+def _add_routes(app: FastAPI, state: _State, page: str, token: str | None = None) -> None:
+    """The endpoints of the module docstring, answered by ``state.service``; with a ``token``
+    the API (``/classes``, ``/predict``) needs it (:mod:`fcnseg.serve.auth`)."""
     api = [Depends(bearer_check(token))] if token is not None else []
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -262,10 +278,16 @@ def _add_routes(app: FastAPI, service: _Service, page: str, token: str | None = 
 
     @app.get("/health")
     def health() -> dict[str, Any]:
-        return {**service.health(), "auth": token is not None}
+        if state.service is None:  # alive, the model not (yet) there
+            status = "loading" if state.load_error is None else "failed"
+            return {"status": status, "version": __version__, "auth": token is not None}
+        return {**state.service.health(), "auth": token is not None}
 
     @app.get("/classes", dependencies=api)
     def get_classes() -> dict[str, Any]:
+        service = state.service
+        if service is None:
+            service = state.require()
         return {"classes": service.classes, "untinted": service.untinted}
 
     @app.post("/predict", dependencies=api)
@@ -273,9 +295,7 @@ def _add_routes(app: FastAPI, service: _Service, page: str, token: str | None = 
         request: Request,
         format: str = Query("png", pattern="^(png|json)$", description="png or json"),
     ) -> Response:
-        if not getattr(app.state, "ready", True):
-            raise HTTPException(503, "shutting down: send it to another instance",
-                                headers={"Retry-After": "1"})  # fmt: skip
+        service = state.require()
         labels, seconds = await service.predict(request)
         return _prediction_response(labels, seconds, service.classes, service.palette, format)
 
@@ -287,7 +307,7 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
 
 
 def create_app(
-    predictor: Predictor,
+    predictor: Predictor | Callable[[], Predictor],
     *,
     limits: ServeLimits | None = None,
     options: InferenceOptions | None = None,
@@ -296,13 +316,45 @@ def create_app(
 ) -> FastAPI:
     """A FastAPI app serving ``predictor`` (see the module docstring for the endpoints);
     ``options``: how every upload is predicted (tiling, TTA, CRF; default: whole image);
-    ``token``: the bearer token the API requires (:mod:`fcnseg.serve.auth`; none: open)."""
-    service = _Service(predictor, limits or ServeLimits(), options or InferenceOptions())
+    ``token``: the bearer token the API requires (:mod:`fcnseg.serve.auth`; none: open).
+
+    ``predictor`` may be a function that loads one: it then runs in a thread once the app
+    starts (its lifespan), ``/health`` answers at once and ``/ready`` turns 200 when the model
+    is there. ``app.state.serving`` holds the app's :class:`_State` (the server marks it
+    draining on SIGTERM)."""
+    limits = limits or ServeLimits()
+    options = options or InferenceOptions()
+    admission = Admission(limits.max_concurrent, limits.max_queue, limits.timeout)
+    state = _State(admission)
+
+    def attach(loaded: Predictor) -> None:
+        state.service = _Service(loaded, limits, options, admission)
+
+    def load(loader: Callable[[], Predictor]) -> None:
+        try:
+            attach(loader())
+        except BaseException as exc:  # SystemExit from a CLI loader included: reported
+            state.failed = exc
+            log.error("the model failed to load: %s", state.load_error)
+        else:
+            log.info("model loaded; ready")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if not isinstance(predictor, Predictor):  # a Predictor is attached below
+            threading.Thread(target=load, args=(predictor,), name="fcnseg-load",
+                             daemon=True).start()  # fmt: skip
+        yield
+
+    if isinstance(predictor, Predictor):
+        attach(predictor)
     page = resources.files("fcnseg.serve").joinpath("page.html").read_text(encoding="utf-8")
-    app = FastAPI(title=title, version=__version__, docs_url="/docs", redoc_url=None)
+    app = FastAPI(title=title, version=__version__, docs_url="/docs", redoc_url=None,
+                  lifespan=lifespan)  # fmt: skip
+    app.state.serving = state
     app.add_middleware(GZipMiddleware, minimum_size=1024)
-    _add_routes(app, service, page, token)
-    admission = service.admission
-    add_operations(app, lambda: admission.running, lambda: admission.admitted - admission.running)
+    _add_routes(app, state, page, token)
+    add_operations(app, lambda: admission.running,
+                   lambda: admission.admitted - admission.running, state.not_ready)  # fmt: skip
     app.add_exception_handler(Exception, _unexpected)
     return app

@@ -1,7 +1,8 @@
 """What an operator watches: ``GET /metrics`` in the Prometheus text format (requests by
 endpoint and status, latency histogram, requests running and waiting), and ``GET /ready``,
-which — unlike ``/health``, true while the process answers at all — turns false once the
-service stops taking new work (shutting down), so a load balancer sends traffic elsewhere."""
+which — unlike ``/health``, true while the process answers at all — is false while the model
+loads and once the service stops taking new work (draining before exit), so a load balancer
+sends traffic elsewhere."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 
 __all__ = ["add_operations"]
 
@@ -17,10 +19,15 @@ __all__ = ["add_operations"]
 BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 
-def add_operations(app: FastAPI, running: Callable[[], int], waiting: Callable[[], int]) -> None:
+def add_operations(
+    app: FastAPI,
+    running: Callable[[], int],
+    waiting: Callable[[], int],
+    not_ready: Callable[[], str | None],
+) -> None:
     """``/metrics`` and ``/ready`` on ``app``, and a middleware counting every request;
-    ``running``/``waiting``: the inferences in progress and admitted but queued. Readiness is
-    ``app.state.ready`` (cleared by the server when it begins to shut down)."""
+    ``running``/``waiting``: the inferences in progress and admitted but queued;
+    ``not_ready``: why the service takes no new work (``None``: it does)."""
     from prometheus_client import (
         CONTENT_TYPE_LATEST,
         CollectorRegistry,
@@ -39,7 +46,6 @@ def add_operations(app: FastAPI, running: Callable[[], int], waiting: Callable[[
           registry=registry).set_function(running)  # fmt: skip
     Gauge("fcnseg_queue_depth", "Requests admitted and waiting for a free slot",
           registry=registry).set_function(waiting)  # fmt: skip
-    app.state.ready = True
     known = {"/", "/health", "/ready", "/metrics", "/classes", "/predict", "/docs",
              "/openapi.json"}  # fmt: skip
 
@@ -58,7 +64,8 @@ def add_operations(app: FastAPI, running: Callable[[], int], waiting: Callable[[
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/ready")
-    def ready() -> Response:
-        ok = bool(app.state.ready)
-        body = '{"ready": true}' if ok else '{"ready": false, "reason": "shutting down"}'
-        return Response(body, status_code=200 if ok else 503, media_type="application/json")
+    def ready() -> JSONResponse:
+        reason = not_ready()
+        if reason is None:
+            return JSONResponse({"ready": True})
+        return JSONResponse({"ready": False, "reason": reason}, 503)

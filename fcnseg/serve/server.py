@@ -1,11 +1,15 @@
-"""Running the service: bind the port first (so a port in use is one clear error, and the URL
-is announced only once the server listens), then uvicorn on that socket."""
+"""Running the service: bind the port first (so a port in use is one clear error), then uvicorn
+on that socket, the model loading meanwhile (``/health`` answers, ``/ready`` is 503 until it is
+there; the URL is announced once predictions are taken). SIGTERM or Ctrl-C drains: ``/ready``
+and new predictions answer 503 while the admitted requests finish, for at most
+``drain_timeout`` seconds; a second signal stops at once."""
 
 from __future__ import annotations
 
 import errno
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -57,7 +61,7 @@ def url(sock: socket.socket, host: str) -> str:
 
 
 def run_server(
-    predictor: Predictor,
+    predictor: Predictor | Callable[[], Predictor],
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
@@ -67,12 +71,15 @@ def run_server(
     on_ready: Callable[[str], None] | None = None,
     token: str | None = None,
     insecure: bool = False,
+    drain_timeout: float = 30.0,
 ) -> None:
-    """Serve ``predictor`` with uvicorn until interrupted (``options``: as
-    :func:`~fcnseg.serve.app.create_app`). The port is bound before anything else
-    (:class:`BindError` if it cannot be); ``on_ready(url)`` runs once the server accepts
-    connections. ``token``: the API's bearer token; off loopback a token is required unless
-    ``insecure`` (``ValueError`` before binding)."""
+    """Serve ``predictor`` (or what a loader function returns, loaded once the port listens)
+    with uvicorn until a signal (``options``: as :func:`~fcnseg.serve.app.create_app`). The port
+    is bound before anything else (:class:`BindError` if it cannot be); ``on_ready(url)`` runs
+    once the model is loaded and the server accepts connections; an error loading the model
+    stops the server and is raised here. ``token``: the API's bearer token; off loopback a token
+    is required unless ``insecure`` (``ValueError`` before binding). ``drain_timeout``: the most
+    seconds a SIGTERM/SIGINT waits for admitted requests before the server exits."""
     import uvicorn
 
     from fcnseg.serve.app import create_app
@@ -82,21 +89,45 @@ def run_server(
     sock = bind(host, port)
     try:
         app = create_app(predictor, limits=limits, options=options, token=token)
+        state = app.state.serving
         if token is None and not is_loopback(host):
             log.warning("serving on %s without a token (--insecure): anyone who can reach the "
                         "port can use it", host)  # fmt: skip
         address = url(sock, host)
 
         class Server(uvicorn.Server):
+            deadline: float | None = None  # when draining: the time to stop at the latest
+            announced = False
+
             def handle_exit(self, sig: int, frame: object) -> None:
-                app.state.ready = False  # /ready 503, new predictions 503; in-flight ones finish
-                super().handle_exit(sig, frame)  # type: ignore[arg-type]
+                if self.deadline is not None or self.should_exit:
+                    super().handle_exit(sig, frame)  # type: ignore[arg-type]  # again: stop now
+                    return
+                state.draining = True  # /ready 503, new predictions 503; admitted ones finish
+                self.deadline = time.monotonic() + drain_timeout
+                log.info("draining %d admitted request(s) for at most %g s (signal again to "
+                         "stop now)", state.admission.admitted, drain_timeout)  # fmt: skip
 
-            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-                await super().startup(sockets=sockets)
-                if self.started and on_ready is not None:
-                    on_ready(address)
+            async def on_tick(self, counter: int) -> bool:
+                if not self.announced and state.service is not None and not state.draining:
+                    self.announced = True
+                    if on_ready is not None:
+                        on_ready(address)
+                if state.failed is not None:
+                    self.should_exit = True
+                if self.deadline is not None:
+                    left = state.admission.admitted
+                    if left == 0 or time.monotonic() >= self.deadline:
+                        if left:
+                            log.warning("drain timeout: stopping with %d request(s) unanswered",
+                                        left)  # fmt: skip
+                        self.should_exit = True
+                return await super().on_tick(counter)
 
-        Server(uvicorn.Config(app, log_level=log_level)).run(sockets=[sock])
+        # uvicorn's own grace after the drain: the last answers' bytes, not inference.
+        config = uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=2)
+        Server(config).run(sockets=[sock])
+        if state.failed is not None:
+            raise state.failed
     finally:
         sock.close()
