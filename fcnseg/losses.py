@@ -10,7 +10,12 @@ from torch import nn
 
 from fcnseg.data.base import IGNORE_INDEX
 
-__all__ = ["SegmentationLoss", "median_frequency_weights"]
+__all__ = ["CLASS_WEIGHTINGS", "SegmentationLoss", "median_frequency_weights"]
+
+#: ``train.class_weights`` computed from the training masks: name → the power applied to
+#: :func:`median_frequency_weights` (1: SegNet's balancing; 0.5: its square root, which lifts
+#: rare classes less and so trades less precision for their recall).
+CLASS_WEIGHTINGS: dict[str, float] = {"median_frequency": 1.0, "sqrt_median_frequency": 0.5}
 
 
 class SegmentationLoss(nn.Module):

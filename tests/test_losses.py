@@ -214,3 +214,35 @@ def test_median_frequency_even_count_and_batches():
     assert_close(median_frequency_weights([], num_classes=3), torch.zeros(3))
     with pytest.raises(ValueError, match="outside"):
         median_frequency_weights([torch.tensor([[0, 5]])], num_classes=3)
+
+
+def test_class_weightings_from_the_config():
+    """``train.class_weights``: median frequency, its square root, or unknown → one line."""
+    from fcnseg.config import Config
+    from fcnseg.config.validate import validate
+    from fcnseg.engine.build import class_weights
+
+    masks = [
+        torch.tensor([[0, 0], [0, 1]]),
+        torch.tensor([[0, 0, 1], [1, 2, IGNORE]]),
+        torch.tensor([[2, 2], [2, IGNORE]]),
+    ]
+
+    class Masks:
+        ignore_index = IGNORE
+
+        def __len__(self) -> int:
+            return len(masks)
+
+        def load(self, i: int) -> tuple[None, torch.Tensor]:
+            return None, masks[i]
+
+    cfg = Config()
+    full = torch.tensor([9 / 10, 3 / 2, 1.0, 0.0])  # as test_median_frequency_hand_computed
+    cfg.train.class_weights = "median_frequency"
+    assert_close(class_weights(cfg, Masks(), None, 4), full)
+    cfg.train.class_weights = "sqrt_median_frequency"
+    assert_close(class_weights(cfg, Masks(), None, 4), full.sqrt())
+    cfg.train.class_weights = "median_freq"
+    with pytest.raises(ValueError, match="did you mean 'median_frequency'"):
+        validate(cfg, "cfg")

@@ -79,32 +79,46 @@ def test_ready_turns_false_when_shutting_down() -> None:
 
 def test_timeout_answers_504_and_keeps_the_slot_until_the_inference_ends() -> None:
     """``--timeout``: a stuck inference answers 504 and the server keeps serving; the stuck
-    thread keeps its slot (never more than ``max_concurrent`` inferences at once), so the next
-    request runs only once it has ended."""
+    thread keeps its slot (never more than ``max_concurrent`` inferences at once), a request
+    queued behind it gets its own 504 in time, and the next one runs once the stuck one ends."""
     gate = Gate()
-    limits = ServeLimits(max_concurrent=1, max_queue=2, timeout=0.3)
+    limits = ServeLimits(max_concurrent=1, max_queue=2, timeout=1.0)
     app = create_app(Predictor(gate, ["a", "b"], PALETTE[:2]), limits=limits)
     files = {"image": ("x.png", _png(), "image/png")}
     with TestClient(app) as client:
+        bad = client.post("/predict", files={"image": ("x.png", b"not a png", "image/png")})
+        assert bad.status_code == 400  # failures leave nothing held
+        assert (client.get("/health").json()["admitted"], gate.entered.is_set()) == (0, False)
         start = time.monotonic()
         res = client.post("/predict", files=files)
         assert res.status_code == 504, res.text
-        assert "--timeout" in res.json()["detail"] and time.monotonic() - start < 10
+        assert "the inference did not finish within 1 s" in res.json()["detail"]
+        assert 0.9 <= time.monotonic() - start < 10
         assert gate.entered.is_set() and not gate.release.is_set()  # still running
         health = client.get("/health").json()
         assert (health["running"], health["admitted"], health["timed_out"]) == (1, 1, 1)
         assert _samples(client)[("fcnseg_inferences_running", ())] == 1
-        release = threading.Timer(0.5, gate.release.set)
+        res = client.post("/predict", files=files)  # queued behind it: its own 504, in time
+        assert res.status_code == 504 and "no inference slot came free" in res.json()["detail"]
+        release = threading.Timer(0.3, gate.release.set)
         release.start()
         start = time.monotonic()
         res = client.post("/predict", files=files)  # waits for the slot, then runs at once
         waited = time.monotonic() - start
         release.join()
-        assert res.status_code == 200 and waited >= 0.4, (res.status_code, waited)
+        assert res.status_code == 200 and waited >= 0.25, (res.status_code, waited)
         health = client.get("/health").json()
         assert (health["running"], health["admitted"], health["served"]) == (0, 0, 1)
+        assert health["timed_out"] == 2
         got = _samples(client)
-        assert got[("fcnseg_requests_total", (("endpoint", "/predict"), ("status", "504")))] == 1
+        assert got[("fcnseg_requests_total", (("endpoint", "/predict"), ("status", "504")))] == 2
+
+
+def test_limits_are_checked() -> None:
+    for bad in ({"timeout": 0}, {"timeout": float("nan")}, {"max_concurrent": 0},
+                {"max_queue": -1}):  # fmt: skip
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ServeLimits(**bad)
 
 
 def _wait_ready(client: TestClient, want: int) -> dict:

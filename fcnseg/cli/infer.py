@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -180,8 +181,8 @@ def _serve(args: argparse.Namespace) -> int:
     try:  # before binding and loading: a refusal costs nothing
         token = read_token(args.token_file)
         require_token_off_loopback(args.host, token, args.insecure)
-        if args.checkpoint is not None:  # what can be checked without loading the model
-            autocast_for(args.checkpoint, args.precision)
+        autocast_for(args.weights or args.checkpoint, args.precision)  # without loading
+        if args.checkpoint is not None:
             if not str(args.checkpoint).endswith(".onnx"):
                 resolve_checkpoint(args.checkpoint)
             elif not Path(args.checkpoint).is_file():
@@ -189,15 +190,18 @@ def _serve(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise SystemExit(f"fcnseg serve: {err}") from err
     for flag, value in (("--timeout", args.timeout), ("--drain-timeout", args.drain_timeout)):
-        if value is not None and value <= 0:
+        if value is not None and not (math.isfinite(value) and value > 0):
             raise SystemExit(f"fcnseg serve: {flag} must be a number of seconds above 0")
-    limits = ServeLimits(
-        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-        max_pixels=args.max_pixels,
-        max_concurrent=args.max_concurrent,
-        max_queue=args.max_queue,
-        timeout=args.timeout,
-    )
+    try:
+        limits = ServeLimits(
+            max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+            max_pixels=args.max_pixels,
+            max_concurrent=args.max_concurrent,
+            max_queue=args.max_queue,
+            timeout=args.timeout,
+        )
+    except ValueError as err:  # e.g. --max-concurrent 0
+        raise SystemExit(f"fcnseg serve: {err}") from err
 
     def ready(url: str) -> None:
         print(f"fcnseg serve: {url}  (API docs at /docs; Ctrl-C stops)", flush=True)
@@ -336,8 +340,8 @@ def add_serve_parser(sub: _Subparsers) -> None:
         "--timeout",
         type=float,
         metavar="SECONDS",
-        help="504 for an inference running longer (default: none); its slot stays taken until "
-        "it ends",
+        help="504 for a prediction not answered this long after it asked for a slot (default: "
+        "none); a running inference keeps its slot until it ends",
     )
     p.add_argument(
         "--drain-timeout",

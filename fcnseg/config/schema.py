@@ -139,7 +139,8 @@ class TrainConfig:
     iter_size: int = 1
     #: "sum" (the paper's, with tiny learning rates) or "mean".
     loss_reduction: str = "mean"
-    #: null, "median_frequency", or an explicit list of per-class weights.
+    #: null, "median_frequency", "sqrt_median_frequency" (its square root: milder on rare
+    #: classes) or an explicit list of per-class weights.
     class_weights: str | list[float] | None = None
     #: The paper's loss sampling (§4.3): keep each pixel's loss with this probability.
     loss_sample_prob: float = 1.0

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fcnseg.choices import unknown_choice
 from fcnseg.config.schema import Config, ModelConfig
 from fcnseg.config.types import ConfigError
+from fcnseg.losses import CLASS_WEIGHTINGS
 
 __all__ = ["validate"]
 
@@ -26,10 +27,9 @@ def validate(cfg: Config, source: str) -> Config:
             )
             raise ConfigError(f"{source}: {key}: {what}")
     _validate_model(cfg.model, source)
-    if isinstance(cfg.train.class_weights, str) and cfg.train.class_weights != "median_frequency":
-        raise ConfigError(
-            f"{source}: train.class_weights must be null, 'median_frequency' or a list of numbers"
-        )
+    if isinstance(cfg.train.class_weights, str) and cfg.train.class_weights not in CLASS_WEIGHTINGS:
+        what = unknown_choice("class weighting", cfg.train.class_weights, sorted(CLASS_WEIGHTINGS))
+        raise ConfigError(f"{source}: train.class_weights: {what} (or null, or a list of numbers)")
     t, d = cfg.train, cfg.data
     positive = {  # counts and periods (a period of 0 would divide by zero mid-training)
         "train.iterations": t.iterations,

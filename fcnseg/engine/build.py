@@ -21,7 +21,7 @@ from fcnseg.data.registry import build_dataset
 from fcnseg.data.resident import ResidentData
 from fcnseg.data.transforms import PadCollate, eval_transforms, train_transforms
 from fcnseg.engine.loaders import Resized, SampleStream, SeededSamples, ShardSampler, make_loader
-from fcnseg.losses import SegmentationLoss, median_frequency_weights
+from fcnseg.losses import CLASS_WEIGHTINGS, SegmentationLoss, median_frequency_weights
 from fcnseg.models import build_model, spec_differences
 from fcnseg.models.base import Margins
 from fcnseg.models.finetune import load_for_finetuning
@@ -262,7 +262,8 @@ def init_weights(source: str | Path) -> ckpt.Checkpoint:
 def class_weights(
     cfg: Config, train_set: SegmentationDataset, resident: ResidentData | None, num_classes: int
 ) -> torch.Tensor | None:
-    """``train.class_weights``: none, a list, or median frequency over the training masks."""
+    """``train.class_weights``: none, a list, or one of :data:`~fcnseg.losses.CLASS_WEIGHTINGS`
+    over the training masks."""
     w = cfg.train.class_weights
     if w is None:
         return None
@@ -274,8 +275,9 @@ def class_weights(
         masks: Any = resident.masks.long().cpu()
     else:
         masks = (train_set.load(i)[1] for i in range(len(train_set)))
-    weights = median_frequency_weights(masks, num_classes, train_set.ignore_index)
-    log.info("median-frequency class weights: %s", [round(float(x), 3) for x in weights])
+    power = CLASS_WEIGHTINGS[w]
+    weights = median_frequency_weights(masks, num_classes, train_set.ignore_index) ** power
+    log.info("%s class weights: %s", w.replace("_", "-"), [round(float(x), 3) for x in weights])
     return weights
 
 

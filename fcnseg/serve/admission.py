@@ -5,17 +5,23 @@ A request is *admitted* (or refused with 503 beyond ``max_concurrent`` running a
 thread. With a timeout the client gets 504 once the inference has run that long; the thread
 cannot be interrupted (PyTorch offers no way to stop a running forward pass), so the request
 keeps its slot and its place in the admission count until the thread ends: a server with
-abandoned work still never runs more than ``max_concurrent`` inferences at once.
+abandoned work still never runs more than ``max_concurrent`` inferences at once. The timeout
+counts from the moment the request asks for a slot: a client behind a stuck inference gets its
+504 in time too, not an answer whenever the stuck one ends.
+
+The counters and the slots belong to one event loop (the server's); the inference thread hands
+its result back to that loop, and one that has closed (the server has shut down) gets nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio
 from fastapi import HTTPException
@@ -42,6 +48,7 @@ class Admission:
         self.running = 0
         self.served = 0
         self.timed_out = 0
+        self.abandoned = 0  # running inferences whose request has gone (timed out, cancelled)
         self.lock = threading.Lock()
         self.slots = anyio.Semaphore(max_concurrent)
 
@@ -57,45 +64,68 @@ class Admission:
         with self.lock:
             self.admitted -= 1
 
+    @property
+    def owed(self) -> int:
+        """Admitted requests still owed an answer (those past their timeout are answered)."""
+        return self.admitted - self.abandoned
+
     async def run(self, fn: Callable[..., T], *args: object) -> T:
         """``fn(*args)`` in a thread once a slot is free (the caller has been admitted, and
-        leaves through this call). Past ``timeout`` seconds of running: :class:`InferenceTimeout`
-        (504), while the slot and the admission stay held until the thread ends."""
-        handed_over = abandoned = False
+        leaves through this call). ``timeout`` bounds the wait for a slot and the run together:
+        past it, :class:`InferenceTimeout` (504), while a running inference keeps its slot and
+        its admission until its thread ends."""
+        loop = asyncio.get_running_loop()
+        deadline = None if self.timeout is None else loop.time() + self.timeout
         try:
-            await self.slots.acquire()
-            self.running += 1
+            with anyio.fail_after(self.timeout):  # None: no limit
+                await self.slots.acquire()
+        except TimeoutError:
+            self.leave()
+            self.timed_out += 1
+            raise self._too_long("no inference slot came free") from None
+        except BaseException:  # cancelled while queued
+            self.leave()
+            raise
+        self.running += 1
+        try:
             job = _in_daemon_thread(fn, *args)
-
-            def finish(done: asyncio.Future[T]) -> None:
-                error = None if done.cancelled() else done.exception()  # retrieved: no warning
-                if error is not None and abandoned:
-                    log.info("an inference abandoned after the timeout ended with %r", error)
-                self.running -= 1
-                self.slots.release()
-                self.leave()
-
-            try:
-                result = await asyncio.wait_for(asyncio.shield(job), self.timeout)
-            except asyncio.TimeoutError:
-                abandoned = True
-                self.timed_out += 1
-                raise InferenceTimeout(
-                    504,
-                    f"the inference took longer than {self.timeout:g} s (the server's "
-                    "--timeout); send a smaller image or retry later",
-                ) from None
-            finally:
-                handed_over = True  # from here on ``finish`` releases, now or when it ends
-                if job.done():
-                    finish(job)
-                else:
-                    job.add_done_callback(finish)
-            self.served += 1
-            return result
+        except BaseException:
+            self._release()
+            raise
+        try:
+            left = None if deadline is None else max(0.0, deadline - loop.time())
+            result = await asyncio.wait_for(asyncio.shield(job), left)
+        except asyncio.TimeoutError:
+            self.timed_out += 1
+            raise self._too_long("the inference did not finish") from None
         finally:
-            if not handed_over:  # cancelled or failed before the inference started
-                self.leave()
+            if job.done():
+                self._finish(job, abandoned=False)
+            else:  # timed out, or the request was cancelled: released when the thread ends
+                self.abandoned += 1
+                job.add_done_callback(functools.partial(self._finish, abandoned=True))
+        self.served += 1
+        return result
+
+    def _too_long(self, what: str) -> InferenceTimeout:
+        return InferenceTimeout(
+            504,
+            f"{what} within {self.timeout:g} s (the server's --timeout, queueing included); "
+            "send a smaller image or retry later",
+        )
+
+    def _finish(self, job: asyncio.Future[Any], abandoned: bool) -> None:
+        error = None if job.cancelled() else job.exception()  # retrieved: no asyncio warning
+        if abandoned:
+            self.abandoned -= 1
+            if error is not None:
+                log.info("an inference abandoned after its timeout ended with %r", error)
+        self._release()
+
+    def _release(self) -> None:
+        self.running -= 1
+        self.slots.release()
+        self.leave()
 
 
 def _in_daemon_thread(fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
@@ -109,10 +139,13 @@ def _in_daemon_thread(fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
     def settle(result: object, error: BaseException | None) -> None:
         if future.done():
             return
-        if error is not None:
-            future.set_exception(error)
-        else:
+        if error is None:
             future.set_result(result)  # type: ignore[arg-type]
+            return
+        try:
+            future.set_exception(error)
+        except TypeError:  # StopIteration cannot travel through a future
+            future.set_exception(RuntimeError(f"the inference raised {error!r}"))
 
     def work() -> None:
         try:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -69,7 +70,18 @@ class ServeLimits:
     max_pixels: int = 40_000_000
     max_concurrent: int = 1
     max_queue: int = 8
-    timeout: float | None = None  #: seconds an inference may run before the client gets 504
+    timeout: float | None = None  #: seconds from asking for a slot to the answer; then 504
+
+    def __post_init__(self) -> None:
+        counts = {"max_upload_bytes": self.max_upload_bytes, "max_pixels": self.max_pixels,
+                  "max_concurrent": self.max_concurrent}  # fmt: skip
+        for name, value in counts.items():
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if self.max_queue < 0:
+            raise ValueError(f"max_queue must be 0 or more, got {self.max_queue}")
+        if self.timeout is not None and not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise ValueError(f"timeout must be a number of seconds above 0, got {self.timeout}")
 
 
 def _is_image_type(content_type: str) -> bool:

@@ -2,7 +2,7 @@
 on that socket, the model loading meanwhile (``/health`` answers, ``/ready`` is 503 until it is
 there; the URL is announced once predictions are taken). SIGTERM or Ctrl-C drains: ``/ready``
 and new predictions answer 503 while the admitted requests finish, for at most
-``drain_timeout`` seconds; a second signal stops at once."""
+``drain_timeout`` seconds; a second signal stops within uvicorn's 2 s grace."""
 
 from __future__ import annotations
 
@@ -98,15 +98,14 @@ def run_server(
         class Server(uvicorn.Server):
             deadline: float | None = None  # when draining: the time to stop at the latest
             announced = False
+            draining_logged = False
 
             def handle_exit(self, sig: int, frame: object) -> None:
                 if self.deadline is not None or self.should_exit:
                     super().handle_exit(sig, frame)  # type: ignore[arg-type]  # again: stop now
                     return
                 state.draining = True  # /ready 503, new predictions 503; admitted ones finish
-                self.deadline = time.monotonic() + drain_timeout
-                log.info("draining %d admitted request(s) for at most %g s (signal again to "
-                         "stop now)", state.admission.admitted, drain_timeout)  # fmt: skip
+                self.deadline = time.monotonic() + drain_timeout  # logged by on_tick, not here
 
             async def on_tick(self, counter: int) -> bool:
                 if not self.announced and state.service is not None and not state.draining:
@@ -115,12 +114,16 @@ def run_server(
                         on_ready(address)
                 if state.failed is not None:
                     self.should_exit = True
-                if self.deadline is not None:
-                    left = state.admission.admitted
-                    if left == 0 or time.monotonic() >= self.deadline:
-                        if left:
+                if self.deadline is not None and not self.should_exit:
+                    owed = state.admission.owed  # answers still due (504s are answered)
+                    if not self.draining_logged:
+                        self.draining_logged = True
+                        log.info("draining %d request(s) for at most %g s (signal again to stop "
+                                 "now)", owed, drain_timeout)  # fmt: skip
+                    if owed == 0 or time.monotonic() >= self.deadline:
+                        if owed:
                             log.warning("drain timeout: stopping with %d request(s) unanswered",
-                                        left)  # fmt: skip
+                                        owed)  # fmt: skip
                         self.should_exit = True
                 return await super().on_tick(counter)
 
