@@ -2,6 +2,7 @@
 evaluated with ``fcnseg eval`` on CamVid val (11 classes, void ignored).
 
     .venv/bin/python benchmarks/camvid.py --preset cpu      # ~30 min on 2 CPU threads
+    .venv/bin/python benchmarks/camvid.py --preset cpu60    # ~60 min on 2 CPU threads
     .venv/bin/python benchmarks/camvid.py --preset gpu      # one CUDA GPU: 32s → 16s → 8s, at-once
     .venv/bin/python benchmarks/camvid.py --preset smoke    # a minute: checks the pipeline runs
 
@@ -33,6 +34,7 @@ from common import OUT, command, machine, write_results
 
 PRESETS = {
     "cpu": ["fcn8s-atonce_vgg16_camvid-180x240_cpu30"],
+    "cpu60": ["fcn8s-atonce_vgg16_camvid-180x240_cpu60"],
     "gpu": [
         "fcn32s_vgg16_camvid-360x480_gpu",
         "fcn16s_vgg16_camvid-360x480_gpu",
@@ -41,7 +43,7 @@ PRESETS = {
     ],
 }
 #: The smoke preset: every shipped config, tiny (2 iterations at 60×80 on the CPU, fp32).
-PRESETS["smoke"] = PRESETS["cpu"] + PRESETS["gpu"]
+PRESETS["smoke"] = PRESETS["cpu"] + PRESETS["cpu60"] + PRESETS["gpu"]
 SMOKE = [
     "train.iterations=2", "train.eval_every=2", "train.checkpoint_every=2", "train.amp=null",
     "train.device=cpu", "data.resize=[60, 80]", "data.crop_size=[60, 80]", "data.batch_size=2",
