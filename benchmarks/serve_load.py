@@ -172,12 +172,13 @@ def serve_and_load(args: argparse.Namespace, tmp: Path, ckpt: Path, token: str |
     log = (tmp / f"serve-{port}.log").open("w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
-        for _ in range(600):
+        for _ in range(600):  # until the model is loaded: /ready (the port answers before)
             try:
-                if httpx.get(url + "health", timeout=1).status_code == 200:
+                if httpx.get(url + "ready", timeout=1).status_code == 200:
                     break
             except httpx.TransportError:
-                time.sleep(0.2)
+                pass
+            time.sleep(0.2)
         idle_rss = _rss_mb(proc.pid)[0]
         with httpx.Client(headers=headers) as client:
             assert client.get(url + "classes").status_code == 200

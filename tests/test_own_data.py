@@ -218,7 +218,7 @@ def test_readme_own_data_section_runs_literally(tmp_path: Path) -> None:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5):
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=5):
                     break
             except OSError:
                 time.sleep(0.5)

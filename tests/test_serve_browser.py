@@ -63,7 +63,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, make_fcn_checkpoint) -> Ite
         deadline = time.monotonic() + 90
         while True:
             try:
-                if httpx.get(url + "health", timeout=2).status_code == 200:
+                if httpx.get(url + "ready", timeout=2).status_code == 200:  # model loaded
                     break
             except httpx.TransportError:
                 pass
