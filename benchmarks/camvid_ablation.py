@@ -61,7 +61,7 @@ def _log_rows(run: Path) -> list[dict[str, str]]:
 
 def probe(base: str, overrides: list[str], runs: Path) -> dict[str, float]:
     """Seconds per iteration (iterations 4 → 10) and the fixed cost of one ``fcnseg train``."""
-    run = runs / f"probe-{abs(hash(_speed_key(overrides))) % 10**8}"
+    run = runs / "probe"  # removed once measured
     shutil.rmtree(run, ignore_errors=True)
     sets = [
         *overrides,
@@ -100,7 +100,7 @@ def main() -> None:
     if args.report_only:
         result = json.loads((args.out / f"{args.stem}.json").read_text())
         args.budget, args.base = result["budget_min"], result["base"]
-        _write(args, result["variants"], {}, result["command"])
+        _write(args, result["variants"], result["command"])
         return
     names = [n.strip() for n in args.variants.split(",") if n.strip()]
     unknown = [n for n in names if n not in VARIANTS]
@@ -128,7 +128,7 @@ def main() -> None:
         batch = _batch_size(runs / name / args.base)
         rows[name] = {"what": what, "overrides": overrides, "probe": speed,
                       "images_per_s": batch / speed["s_per_iteration"], **result}  # fmt: skip
-        _write(args, rows, speeds)  # after every variant: a cut run keeps what it measured
+        _write(args, rows)  # after every variant: a cut run keeps what it measured
 
 
 def _batch_size(run: Path) -> int:
@@ -137,9 +137,7 @@ def _batch_size(run: Path) -> int:
     return int(yaml.safe_load((run / "config.yaml").read_text())["data"]["batch_size"])
 
 
-def _write(
-    args: argparse.Namespace, rows: dict[str, Any], speeds: dict[str, Any], cmd: str | None = None
-) -> None:
+def _write(args: argparse.Namespace, rows: dict[str, Any], cmd: str | None = None) -> None:
     result = {"command": cmd or command(), "machine": machine(), "base": args.base,
               "budget_min": args.budget, "variants": rows}  # fmt: skip
     write_results(args.out, args.stem, result, _markdown(result))
